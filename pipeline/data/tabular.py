@@ -1,0 +1,89 @@
+"""Tabular features, fitted per fold: every statistic comes from the fold's training rows only."""
+
+import logging
+
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import MissingIndicator, SimpleImputer
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
+
+from pipeline.errors import UserError
+
+log = logging.getLogger(__name__)
+ENCODINGS = ("onehot", "ordinal")
+
+
+def split_columns(df: pd.DataFrame, cols: list[str], explicit: bool = False) -> tuple[list[str], list[str]]:
+    """Split feature columns into numeric and categorical; drop (and report) constant and id-like columns.
+
+    An id-like column is a string column with a different value in every row, or an integer column that is
+    a permutation of consecutive numbers: it identifies rows rather than describing them. Columns the user
+    listed explicitly (`explicit`) are only reported, not dropped.
+    """
+    numeric, categorical = [], []
+    for c in cols:
+        s = df[c]
+        is_num = pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)
+        n = s.nunique(dropna=True)
+        consecutive = pd.api.types.is_integer_dtype(s) and n == len(s) and s.max() - s.min() == n - 1
+        reason = ("constant" if n <= 1 else "id-like (unique per row)"
+                  if (n == len(s) and not is_num) or consecutive else None)
+        if reason:
+            log.warning("feature '%s' is %s: %s", c, reason, "kept (listed in data.feature_cols)" if explicit
+                        else "dropped (list it in data.feature_cols to keep it)")
+            if not explicit:
+                continue
+        (numeric if is_num else categorical).append(c)
+    return numeric, categorical
+
+
+def make_transformer(numeric: list[str], categorical: list[str], encoding: str = "onehot",
+                     min_frequency: int = 10) -> ColumnTransformer:
+    """Median-impute + z-score numerics; most-frequent-impute + encode categoricals; flag missing values.
+
+    Categories seen fewer than `min_frequency` times in the training rows are grouped into one level.
+    """
+    if encoding not in ENCODINGS:
+        raise UserError(f"unknown data.categorical_encoding '{encoding}': choose one of {', '.join(ENCODINGS)}")
+    encoder = (OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=min_frequency,
+                             sparse_output=False)
+               if encoding == "onehot" else
+               OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1, min_frequency=min_frequency))
+    return ColumnTransformer(
+        [
+            ("num", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), numeric),
+            ("cat", make_pipeline(SimpleImputer(strategy="most_frequent"), encoder), categorical),
+            ("missing", MissingIndicator(features="missing-only", error_on_new=False), numeric + categorical),
+        ],
+        verbose_feature_names_out=True,
+    )
+
+
+def _as_object(df: pd.DataFrame, categorical: list[str]) -> pd.DataFrame:
+    # sklearn's imputers want categoricals as object columns with np.nan for missing
+    df = df.copy()
+    for c in categorical:
+        df[c] = df[c].astype(object).where(df[c].notna(), np.nan)
+    return df
+
+
+class TabularFeatures:
+    """Fit on a fold's training rows, then transform any rows (validation, test) with those statistics."""
+
+    def __init__(self, numeric: list[str], categorical: list[str], encoding: str = "onehot",
+                 min_frequency: int = 10):
+        self.numeric, self.categorical = numeric, categorical
+        self.transformer = make_transformer(numeric, categorical, encoding, min_frequency)
+
+    def fit(self, df: pd.DataFrame) -> "TabularFeatures":
+        self.transformer.fit(_as_object(df, self.categorical))
+        return self
+
+    def transform(self, df: pd.DataFrame) -> np.ndarray:
+        return self.transformer.transform(_as_object(df, self.categorical)).astype(np.float32)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.transformer.get_feature_names_out())

@@ -1,0 +1,80 @@
+"""The data stage: validate the competition, infer its task, build (or reuse) the shared folds.
+
+    python -m pipeline.prepare data=csv data.train_csv=data/comp/train.csv data.target=label
+"""
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import hydra
+import numpy as np
+from omegaconf import DictConfig
+
+from pipeline.artifacts import write_json
+from pipeline.data.contract import Competition, load_competition
+from pipeline.data.folds import load_or_build_folds
+from pipeline.errors import UserError, user_errors
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Prepared:
+    """A validated competition with its folds and where its outputs go."""
+
+    comp: Competition
+    folds: np.ndarray  # the validation fold of each training row (-1: holdout rows that only train)
+    folds_meta: dict
+    out_dir: Path
+
+
+def ensure_demo(data: DictConfig) -> None:
+    """Build a demo competition's files (data.demo) when they are missing."""
+    if not data.get("demo") or Path(data.train_csv).is_file():
+        return
+    from pipeline.data.demos import DemoError, export
+
+    log.info("%s is missing: building the demo competition '%s'", data.train_csv, data.demo)
+    try:
+        export(data.demo, Path(data.train_csv).parent.parent)
+    except DemoError as e:
+        raise UserError(str(e)) from e
+
+
+def competition_info(comp: Competition, meta: dict) -> dict:
+    """What later stages need to read predictions back: task, metric, classes, columns, hashes."""
+    return {
+        "task": comp.task, "metric": comp.metric.name, "classes": comp.classes, "id_col": comp.id_col,
+        "target": comp.target, "train_csv": str(comp.train_path), "n_train": len(comp.train), "n_test": len(comp.test),
+        "data_hash": comp.data_hash, "folds_hash": meta["folds_hash"],
+        "sample_submission": str(comp.sample_submission) if comp.sample_submission else None,
+        "feature_cols": comp.feature_cols, "image_col": comp.image_col, "text_col": comp.text_col,
+    }
+
+
+def prepare(cfg: DictConfig) -> Prepared:
+    """Validate the data, build or reuse the folds, write competition.json; return it all."""
+    ensure_demo(cfg.data)
+    comp = load_competition(cfg.data)
+    out_dir = Path(cfg.paths.output_dir)
+    folds, meta = load_or_build_folds(cfg.cv, comp, out_dir)
+    write_json(competition_info(comp, meta), out_dir / "competition.json")
+    counts = "" if comp.classes is None else ", classes " + ", ".join(
+        f"{c}: {n}" for c, n in zip(comp.classes, np.bincount(comp.y), strict=True))
+    log.info("data: %d train rows, %d test rows, %d tabular features%s%s; metric %s", len(comp.train),
+             len(comp.test), len(comp.feature_cols), f", images in {comp.image_dir}" if comp.image_col else "",
+             f", text column '{comp.text_col}'" if comp.text_col else "", comp.metric.name)
+    log.info("target '%s': %s%s", comp.target, comp.task, counts[:300])
+    return Prepared(comp, folds, meta, out_dir)
+
+
+@hydra.main(config_path="../conf", config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    with user_errors():
+        prep = prepare(cfg)
+        log.info("prepared %s -> %s", cfg.name, prep.out_dir)
+
+
+if __name__ == "__main__":
+    main()
