@@ -61,11 +61,13 @@ METRICS: dict[str, Metric] = {
         Metric("accuracy", lambda y, p: skm.accuracy_score(y, _labels(p)), True, _C, False),
         Metric("balanced_accuracy", lambda y, p: skm.balanced_accuracy_score(y, _labels(p)), True, _C, False),
         Metric("f1_macro", lambda y, p: skm.f1_score(y, _labels(p), average="macro"), True, _C, False),
+        Metric("qwk", lambda y, p: skm.cohen_kappa_score(y, _labels(p), weights="quadratic"), True, _C, False),
         Metric(
-            "qwk", lambda y, p: skm.cohen_kappa_score(y, _labels(p), weights="quadratic"), True, _C, False
-        ),
-        Metric(
-            "logloss", lambda y, p: skm.log_loss(y, _normalized(p), labels=np.arange(p.shape[1])), False, _C, True
+            "logloss",
+            lambda y, p: skm.log_loss(y, _normalized(p), labels=np.arange(p.shape[1])),
+            False,
+            _C,
+            True,
         ),
         Metric("roc_auc", _roc_auc, True, _C, True),
         Metric("rmse", skm.root_mean_squared_error, False, _R, False),

@@ -1,6 +1,6 @@
 """The data stage: validate the competition, infer its task, build (or reuse) the shared folds.
 
-    python -m pipeline.prepare data=csv data.train_csv=data/comp/train.csv data.target=label
+python -m pipeline.prepare data=csv data.train_csv=data/comp/train.csv data.target=label
 """
 
 import logging
@@ -45,11 +45,20 @@ def ensure_demo(data: DictConfig) -> None:
 def competition_info(comp: Competition, meta: dict) -> dict:
     """What later stages need to read predictions back: task, metric, classes, columns, hashes."""
     return {
-        "task": comp.task, "metric": comp.metric.name, "classes": comp.classes, "id_col": comp.id_col,
-        "target": comp.target, "train_csv": str(comp.train_path), "n_train": len(comp.train), "n_test": len(comp.test),
-        "data_hash": comp.data_hash, "folds_hash": meta["folds_hash"],
+        "task": comp.task,
+        "metric": comp.metric.name,
+        "classes": comp.classes,
+        "id_col": comp.id_col,
+        "target": comp.target,
+        "train_csv": str(comp.train_path),
+        "n_train": len(comp.train),
+        "n_test": len(comp.test),
+        "data_hash": comp.data_hash,
+        "folds_hash": meta["folds_hash"],
         "sample_submission": str(comp.sample_submission) if comp.sample_submission else None,
-        "feature_cols": comp.feature_cols, "image_col": comp.image_col, "text_col": comp.text_col,
+        "feature_cols": comp.feature_cols,
+        "image_col": comp.image_col,
+        "text_col": comp.text_col,
     }
 
 
@@ -60,11 +69,20 @@ def prepare(cfg: DictConfig) -> Prepared:
     out_dir = Path(cfg.paths.output_dir)
     folds, meta = load_or_build_folds(cfg.cv, comp, out_dir)
     write_json(competition_info(comp, meta), out_dir / "competition.json")
-    counts = "" if comp.classes is None else ", classes " + ", ".join(
-        f"{c}: {n}" for c, n in zip(comp.classes, np.bincount(comp.y), strict=True))
-    log.info("data: %d train rows, %d test rows, %d tabular features%s%s; metric %s", len(comp.train),
-             len(comp.test), len(comp.feature_cols), f", images in {comp.image_dir}" if comp.image_col else "",
-             f", text column '{comp.text_col}'" if comp.text_col else "", comp.metric.name)
+    counts = (
+        ""
+        if comp.classes is None
+        else ", classes " + ", ".join(f"{c}: {n}" for c, n in zip(comp.classes, np.bincount(comp.y), strict=True))
+    )
+    log.info(
+        "data: %d train rows, %d test rows, %d tabular features%s%s; metric %s",
+        len(comp.train),
+        len(comp.test),
+        len(comp.feature_cols),
+        f", images in {comp.image_dir}" if comp.image_col else "",
+        f", text column '{comp.text_col}'" if comp.text_col else "",
+        comp.metric.name,
+    )
     log.info("target '%s': %s%s", comp.target, comp.task, counts[:300])
     return Prepared(comp, folds, meta, out_dir)
 

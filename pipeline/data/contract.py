@@ -65,6 +65,11 @@ def file_hash(path: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
+def _show(value) -> str:
+    """A value as the user wrote it (numpy scalars shown as plain numbers)."""
+    return repr(value.item() if hasattr(value, "item") else value)
+
+
 def _line(df: pd.DataFrame, mask: pd.Series | np.ndarray) -> int:
     """The 1-based line in the CSV (header = line 1) of the first row where `mask` holds."""
     return int(np.flatnonzero(np.asarray(mask))[0]) + 2
@@ -73,15 +78,19 @@ def _line(df: pd.DataFrame, mask: pd.Series | np.ndarray) -> int:
 def check_ids(df: pd.DataFrame, id_col: str, path: Path) -> None:
     """The id column must exist, be complete and unique."""
     if id_col not in df.columns:
-        raise UserError(f"{path} has no id column '{id_col}' (columns: {', '.join(map(str, df.columns[:10]))}); "
-                        "set data.id_col=<column>")
+        raise UserError(
+            f"{path} has no id column '{id_col}' (columns: {', '.join(map(str, df.columns[:10]))}); "
+            "set data.id_col=<column>"
+        )
     ids = df[id_col]
     if ids.isna().any():
         raise UserError(f"{path} line {_line(df, ids.isna())}: empty id in column '{id_col}'")
     dup = ids.duplicated()
     if dup.any():
-        raise UserError(f"{path} line {_line(df, dup)}: duplicated id {ids[dup].iloc[0]!r} in column '{id_col}'; "
-                        "ids must be unique")
+        raise UserError(
+            f"{path} line {_line(df, dup)}: duplicated id {_show(ids[dup].iloc[0])} in column '{id_col}'; "
+            "ids must be unique"
+        )
 
 
 def infer_task(y: pd.Series, task: str) -> tuple[str, str]:
@@ -92,9 +101,9 @@ def infer_task(y: pd.Series, task: str) -> tuple[str, str]:
     if task != "auto":
         return task, f"data.task={task} (given)"
     if not pd.api.types.is_numeric_dtype(y) or pd.api.types.is_bool_dtype(y):
-        kind, rule = "classification", "non-numeric target"
+        rule = "non-numeric target"
     elif pd.api.types.is_integer_dtype(y) and n <= MAX_INT_CLASSES:
-        kind, rule = "classification", f"integer target with {n} <= {MAX_INT_CLASSES} distinct values"
+        rule = f"integer target with {n} <= {MAX_INT_CLASSES} distinct values"
     else:
         return "regression", f"numeric target with {n} distinct values (dtype {y.dtype})"
     return ("binary" if n == 2 else "multiclass"), f"{rule}, {n} classes"
@@ -106,13 +115,16 @@ def encode_target(y: pd.Series, task: str, path: Path, target: str, positive: ob
         values = pd.to_numeric(y, errors="coerce")
         bad = values.isna()
         if bad.any():
-            raise UserError(f"{path} line {_line(y, bad)}: target '{target}' holds {y[bad].iloc[0]!r}, not a number; "
-                            "a regression target must be numeric (or set data.task=binary/multiclass)")
+            raise UserError(
+                f"{path} line {_line(y, bad)}: target '{target}' holds {_show(y[bad].iloc[0])}, not a number; "
+                "a regression target must be numeric (or set data.task=binary/multiclass)"
+            )
         return values.to_numpy(float), None
     classes = sorted(y.unique().tolist())
     if len(classes) < 2:
-        raise UserError(f"{path}: target '{target}' has a single class {classes[0]!r}; "
-                        "a classifier needs at least two")
+        raise UserError(
+            f"{path}: target '{target}' has a single class {_show(classes[0])}; a classifier needs at least two"
+        )
     if task == "binary" and len(classes) != 2:
         raise UserError(f"data.task=binary but target '{target}' has {len(classes)} classes; use data.task=multiclass")
     if positive is not None:
@@ -131,8 +143,10 @@ def check_images(df: pd.DataFrame, col: str, image_dir: Path, path: Path) -> Non
     for i, name in enumerate(df[col]):
         file = image_dir / str(name)
         if not isinstance(name, str) or not file.is_file():
-            raise UserError(f"{path} line {i + 2}: image {name!r} not found under {image_dir} "
-                            "(set data.image_dir to the folder the paths are relative to)")
+            raise UserError(
+                f"{path} line {i + 2}: image {name!r} not found under {image_dir} "
+                "(set data.image_dir to the folder the paths are relative to)"
+            )
         try:
             with Image.open(file) as im:
                 im.verify()
@@ -147,21 +161,29 @@ def check_text(df: pd.DataFrame, col: str, path: Path) -> None:
     s = df[col]
     bad = ~s.map(lambda v: isinstance(v, str) and v.strip() != "")
     if bad.any():
-        raise UserError(f"{path} line {_line(df, bad)}: text column '{col}' holds {s[bad].iloc[0]!r}; "
-                        "every row needs a non-empty string")
+        raise UserError(
+            f"{path} line {_line(df, bad)}: text column '{col}' holds {_show(s[bad].iloc[0])}; "
+            "every row needs a non-empty string"
+        )
 
 
 def _feature_columns(cfg, train: pd.DataFrame, test: pd.DataFrame, test_path: Path) -> list[str]:
     """The tabular feature columns: `data.feature_cols`, or every column not used for another role."""
     roles = {cfg.id_col, cfg.target, cfg.get("image_col"), cfg.get("text_col"), cfg.get("group_col")}
-    cols = list(cfg.feature_cols) if cfg.get("feature_cols") is not None else [
-        c for c in train.columns if c not in roles]
+    given = cfg.get("feature_cols")
+    cols = (
+        ([given] if isinstance(given, str) else list(given))
+        if given is not None
+        else [c for c in train.columns if c not in roles]
+    )
     for c in cols:
         if c not in train.columns:
             raise UserError(f"data.feature_cols names '{c}', which is not a column of data.train_csv")
         if c not in test.columns:
-            raise UserError(f"column '{c}' is in train.csv but not in {test_path}: add it to the test file, or list "
-                            "the features to use with data.feature_cols=[...]")
+            raise UserError(
+                f"column '{c}' is in train.csv but not in {test_path}: add it to the test file, or list "
+                "the features to use with data.feature_cols=[...]"
+            )
     return cols
 
 
@@ -175,8 +197,10 @@ def load_competition(cfg) -> Competition:
         raise UserError(f"{train_path} has no target column '{cfg.target}'; set data.target=<column>")
     y = train[cfg.target]
     if y.isna().any():
-        raise UserError(f"{train_path} line {_line(train, y.isna())}: missing value in target '{cfg.target}' "
-                        f"({int(y.isna().sum())} rows); drop or fill those rows")
+        raise UserError(
+            f"{train_path} line {_line(train, y.isna())}: missing value in target '{cfg.target}' "
+            f"({int(y.isna().sum())} rows); drop or fill those rows"
+        )
     task, rule = infer_task(y, cfg.task)
     log.info("task: %s (%s)", task, rule)
     encoded, classes = encode_target(y, task, train_path, cfg.target, cfg.get("positive_class"))
@@ -197,9 +221,20 @@ def load_competition(cfg) -> Competition:
     if sample and not Path(sample).is_file():
         raise UserError(f"data.sample_submission file not found: {sample} (set it to null to write id + target)")
     return Competition(
-        train=train, test=test, y=encoded, task=task, metric=metric, classes=classes, id_col=cfg.id_col,
-        target=cfg.target, feature_cols=_feature_columns(cfg, train, test, test_path),
-        image_col=cfg.get("image_col"), image_dir=image_dir, text_col=cfg.get("text_col"),
-        group_col=cfg.get("group_col"), data_hash=file_hash(train_path), train_path=train_path,
+        train=train,
+        test=test,
+        y=encoded,
+        task=task,
+        metric=metric,
+        classes=classes,
+        id_col=cfg.id_col,
+        target=cfg.target,
+        feature_cols=_feature_columns(cfg, train, test, test_path),
+        image_col=cfg.get("image_col"),
+        image_dir=image_dir,
+        text_col=cfg.get("text_col"),
+        group_col=cfg.get("group_col"),
+        data_hash=file_hash(train_path),
+        train_path=train_path,
         sample_submission=Path(sample) if sample else None,
     )

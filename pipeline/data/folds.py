@@ -34,12 +34,62 @@ def resolve_scheme(cv, comp: Competition) -> str:
     return "kfold" if comp.task == "regression" else "stratified"
 
 
+def _number(cv, key: str, kind: type):
+    try:
+        return kind(cv[key])
+    except (TypeError, ValueError) as e:
+        raise UserError(f"cv.{key}={cv[key]!r} must be a {kind.__name__} number") from e
+
+
 def cv_settings(cv, comp: Competition) -> dict:
     """The settings that determine the folds (and nothing else)."""
     scheme = resolve_scheme(cv, comp)
     if scheme == "holdout":
-        return {"scheme": scheme, "val_fraction": float(cv.val_fraction), "seed": int(cv.seed)}
-    return {"scheme": scheme, "n_folds": int(cv.n_folds), "seed": int(cv.seed)}
+        return {
+            "scheme": scheme,
+            "val_fraction": _number(cv, "val_fraction", float),
+            "seed": _number(cv, "seed", int),
+        }
+    return {"scheme": scheme, "n_folds": _number(cv, "n_folds", int), "seed": _number(cv, "seed", int)}
+
+
+def _check_classes(settings: dict, comp: Competition) -> None:
+    """Stratified and holdout splits need every class in every part."""
+    scheme, counts = settings["scheme"], np.bincount(comp.y)
+    label = comp.classes[int(counts.argmin())]
+    label = label.item() if hasattr(label, "item") else label
+    if counts.min() < 2:
+        raise UserError(
+            f"class {label!r} has a single row: stratified folds need at least 2 per class; drop "
+            "or relabel that row, or use cv.scheme=kfold"
+        )
+    if scheme == "holdout":
+        n_val = int(np.ceil(settings["val_fraction"] * len(comp.y)))
+        if n_val < len(comp.classes):
+            raise UserError(
+                f"cv.val_fraction={settings['val_fraction']} gives {n_val} validation rows, fewer "
+                f"than the {len(comp.classes)} classes: raise cv.val_fraction"
+            )
+    elif counts.min() < settings["n_folds"]:
+        raise UserError(
+            f"cv.n_folds={settings['n_folds']} is larger than the smallest class ({label!r}: "
+            f"{counts.min()} rows); use cv.n_folds={counts.min()} or fewer"
+        )
+
+
+def _check_groups(n: int, comp: Competition) -> None:
+    if not comp.group_col:
+        raise UserError("cv.scheme=group needs data.group_col=<column with the group of each row>")
+    missing = comp.train[comp.group_col].isna()
+    if missing.any():
+        line = int(np.flatnonzero(missing)[0]) + 2
+        raise UserError(
+            f"{comp.train_path} line {line}: empty value in group column '{comp.group_col}' "
+            "(data.group_col); every row needs a group"
+        )
+    groups = comp.train[comp.group_col].nunique()
+    if groups < n:
+        raise UserError(f"cv.n_folds={n} is larger than the {groups} groups in '{comp.group_col}'")
 
 
 def _check(settings: dict, comp: Competition) -> None:
@@ -52,20 +102,12 @@ def _check(settings: dict, comp: Competition) -> None:
             log.warning("cv.val_fraction=%s is outside the usual 0.2-0.3 of the training data", f)
     elif n < 2 or n > len(comp.y):
         raise UserError(f"cv.n_folds={n} must be between 2 and the number of training rows ({len(comp.y)})")
-    if scheme == "stratified":
-        if comp.task == "regression":
-            raise UserError("cv.scheme=stratified needs a classification target: use cv.scheme=kfold")
-        counts = np.bincount(comp.y)
-        if counts.min() < n:
-            label = comp.classes[int(counts.argmin())]
-            raise UserError(f"cv.n_folds={n} is larger than the smallest class ({label!r}: {counts.min()} rows); "
-                            f"use cv.n_folds={max(2, counts.min())} or fewer")
+    if scheme == "stratified" and comp.task == "regression":
+        raise UserError("cv.scheme=stratified needs a classification target: use cv.scheme=kfold")
+    if scheme in ("stratified", "holdout") and comp.task != "regression":
+        _check_classes(settings, comp)
     if scheme == "group":
-        if not comp.group_col:
-            raise UserError("cv.scheme=group needs data.group_col=<column with the group of each row>")
-        groups = comp.train[comp.group_col].nunique()
-        if groups < n:
-            raise UserError(f"cv.n_folds={n} is larger than the {groups} groups in '{comp.group_col}'")
+        _check_groups(n, comp)
 
 
 def assign_folds(settings: dict, comp: Competition) -> np.ndarray:
@@ -75,8 +117,9 @@ def assign_folds(settings: dict, comp: Competition) -> np.ndarray:
     fold = np.full(len(rows), HOLDOUT_TRAIN_ONLY)
     if scheme == "holdout":
         strat = comp.y if comp.task != "regression" else None
-        _, val = train_test_split(rows, test_size=settings["val_fraction"], random_state=settings["seed"],
-                                  stratify=strat)
+        _, val = train_test_split(
+            rows, test_size=settings["val_fraction"], random_state=settings["seed"], stratify=strat
+        )
         fold[val] = 0
         return fold
     n, seed = settings["n_folds"], settings["seed"]
@@ -93,8 +136,12 @@ def assign_folds(settings: dict, comp: Competition) -> np.ndarray:
 
 def _meta(settings: dict, comp: Competition) -> dict:
     key = json.dumps({"data_hash": comp.data_hash, **settings}, sort_keys=True)
-    return {"folds_hash": hashlib.sha256(key.encode()).hexdigest()[:16], "data_hash": comp.data_hash,
-            "cv": settings, "n_rows": len(comp.y)}
+    return {
+        "folds_hash": hashlib.sha256(key.encode()).hexdigest()[:16],
+        "data_hash": comp.data_hash,
+        "cv": settings,
+        "n_rows": len(comp.y),
+    }
 
 
 def _stale(old: dict, new: dict) -> str | None:
@@ -114,8 +161,10 @@ def load_or_build_folds(cv, comp: Competition, out_dir: Path) -> tuple[np.ndarra
     if csv.is_file() and meta_path.is_file() and not cv.rebuild:
         why = _stale(read_json(meta_path), meta)
         if why:
-            raise UserError(f"{csv} was built for other data: {why}. Rebuild it with cv.rebuild=true (models "
-                            f"trained on the old folds will be retrained), or write elsewhere with name=<new name>")
+            raise UserError(
+                f"{csv} was built for other data: {why}. Rebuild it with cv.rebuild=true (models "
+                f"trained on the old folds will be retrained), or write elsewhere with name=<new name>"
+            )
         folds = pd.read_csv(csv)
         log.info("folds: reusing %s (%s, hash %s)", csv, settings, meta["folds_hash"])
         return folds["fold"].to_numpy(), meta

@@ -28,29 +28,42 @@ def split_columns(df: pd.DataFrame, cols: list[str], explicit: bool = False) -> 
         is_num = pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)
         n = s.nunique(dropna=True)
         consecutive = pd.api.types.is_integer_dtype(s) and n == len(s) and s.max() - s.min() == n - 1
-        reason = ("constant" if n <= 1 else "id-like (unique per row)"
-                  if (n == len(s) and not is_num) or consecutive else None)
+        reason = (
+            "constant"
+            if n <= 1
+            else "id-like (unique per row)"
+            if (n == len(s) and not is_num) or consecutive
+            else None
+        )
         if reason:
-            log.warning("feature '%s' is %s: %s", c, reason, "kept (listed in data.feature_cols)" if explicit
-                        else "dropped (list it in data.feature_cols to keep it)")
+            log.warning(
+                "feature '%s' is %s: %s",
+                c,
+                reason,
+                "kept (listed in data.feature_cols)"
+                if explicit
+                else "dropped (list it in data.feature_cols to keep it)",
+            )
             if not explicit:
                 continue
         (numeric if is_num else categorical).append(c)
     return numeric, categorical
 
 
-def make_transformer(numeric: list[str], categorical: list[str], encoding: str = "onehot",
-                     min_frequency: int = 10) -> ColumnTransformer:
+def make_transformer(
+    numeric: list[str], categorical: list[str], encoding: str = "onehot", min_frequency: int = 10
+) -> ColumnTransformer:
     """Median-impute + z-score numerics; most-frequent-impute + encode categoricals; flag missing values.
 
     Categories seen fewer than `min_frequency` times in the training rows are grouped into one level.
     """
     if encoding not in ENCODINGS:
         raise UserError(f"unknown data.categorical_encoding '{encoding}': choose one of {', '.join(ENCODINGS)}")
-    encoder = (OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=min_frequency,
-                             sparse_output=False)
-               if encoding == "onehot" else
-               OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1, min_frequency=min_frequency))
+    encoder = (
+        OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=min_frequency, sparse_output=False)
+        if encoding == "onehot"
+        else OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1, min_frequency=min_frequency)
+    )
     return ColumnTransformer(
         [
             ("num", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), numeric),
@@ -72,8 +85,7 @@ def _as_object(df: pd.DataFrame, categorical: list[str]) -> pd.DataFrame:
 class TabularFeatures:
     """Fit on a fold's training rows, then transform any rows (validation, test) with those statistics."""
 
-    def __init__(self, numeric: list[str], categorical: list[str], encoding: str = "onehot",
-                 min_frequency: int = 10):
+    def __init__(self, numeric: list[str], categorical: list[str], encoding: str = "onehot", min_frequency: int = 10):
         self.numeric, self.categorical = numeric, categorical
         self.transformer = make_transformer(numeric, categorical, encoding, min_frequency)
 

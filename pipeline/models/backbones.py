@@ -1,0 +1,102 @@
+"""Backbones: any timm image model or transformers text encoder, returning one feature vector per example."""
+
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from pipeline.errors import UserError
+from pipeline.models.weights import load_matching, read_state_dict, resolve_path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Backbone:
+    """A feature extractor plus what its inputs need (image statistics or a tokenizer)."""
+
+    module: nn.Module
+    dim: int
+    pretrained: bool
+    mean: tuple[float, ...] | None = None  # image normalization of pretrained weights
+    std: tuple[float, ...] | None = None
+    tokenizer: object = None
+
+
+def image_backbone(cfg) -> Backbone:
+    """A timm model without its classifier; weights from cfg.weights (see pipeline/models/weights.py)."""
+    import timm
+
+    if not timm.is_model(cfg.name):
+        close = timm.list_models(f"*{cfg.name.split('_')[0]}*")[:8]
+        raise UserError(f"unknown model.backbone.name '{cfg.name}' (timm); similar: {', '.join(close) or 'none'}")
+    weights = cfg.get("weights")
+    model = timm.create_model(cfg.name, pretrained=weights == "hub")
+    if weights and weights != "hub":
+        how = load_matching(model, read_state_dict(resolve_path(weights)), weights)
+        log.info("backbone %s: loaded %s (%s)", cfg.name, weights, how)
+    model.reset_classifier(0)
+    pcfg = model.pretrained_cfg
+    return Backbone(model, model.num_features, bool(weights), tuple(pcfg["mean"]), tuple(pcfg["std"]))
+
+
+class TextEncoder(nn.Module):
+    """A transformers encoder pooled to one vector: the [CLS] token or the mask-weighted mean."""
+
+    def __init__(self, encoder: nn.Module, pooling: str):
+        super().__init__()
+        if pooling not in ("cls", "mean"):
+            raise UserError(f"unknown model.backbone.pooling '{pooling}': choose cls or mean")
+        self.encoder, self.pooling = encoder, pooling
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
+def text_backbone(cfg) -> Backbone:
+    """A transformers encoder and its tokenizer from a hub name, a local folder or pkg://package/folder."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    source = str(resolve_path(cfg.name)) if is_local(cfg.name) else cfg.name
+    if is_local(cfg.name):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local model never needs the hub
+    extra = {"num_hidden_layers": cfg.num_hidden_layers} if cfg.get("num_hidden_layers") else {}
+    try:
+        config = AutoConfig.from_pretrained(source, **extra)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        encoder = (
+            AutoModel.from_pretrained(source, config=config)
+            if cfg.get("weights", "pretrained")
+            else AutoModel.from_config(config)
+        )
+    except OSError as e:
+        raise UserError(
+            f"cannot load text model '{cfg.name}': {str(e).splitlines()[0]} (give a local folder "
+            "or pkg://<package>/<folder> when offline)"
+        ) from e
+    return Backbone(
+        TextEncoder(encoder, cfg.pooling),
+        config.hidden_size,
+        bool(cfg.get("weights", "pretrained")),
+        tokenizer=tokenizer,
+    )
+
+
+def is_local(name: str) -> bool:
+    """True for a local path or pkg://package/path, False for a hub name."""
+    return name.startswith(("pkg://", "/", "./", "~")) or os.path.exists(name)
+
+
+def build_backbone(kind: str, cfg) -> Backbone | None:
+    """The backbone for a model kind: image, text, or none for tabular."""
+    if kind == "image":
+        return image_backbone(cfg)
+    if kind == "text":
+        return text_backbone(cfg)
+    return None

@@ -1,0 +1,149 @@
+"""The LightningModule: backbone (optional) + tabular features -> head, trained on one fold."""
+
+import logging
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline.metrics import Metric
+from pipeline.training.optim import build_scheduler, param_groups
+
+log = logging.getLogger(__name__)
+
+
+class Net(L.LightningModule):
+    """Features from a backbone (images / tokens), precomputed embeddings and tabular columns, then a head.
+
+    Batches are dicts with any of: image, input_ids + attention_mask, emb (+ emb_flip for TTA), tab, y.
+    Outputs are probabilities (classification) or values in the target's units (regression).
+    """
+
+    def __init__(
+        self,
+        head: nn.Module,
+        loss: nn.Module,
+        metric: Metric,
+        optimizer,
+        scheduler_cfg,
+        backbone: nn.Module | None = None,
+        backbone_lr_mult: float = 0.1,
+        probe_epochs: int = 0,
+        l1: float = 0.0,
+        y_scale: tuple[float, float] = (0.0, 1.0),
+        tta: bool = False,
+    ):
+        super().__init__()
+        self.backbone, self.head, self.loss_fn, self.metric = backbone, head, loss, metric
+        self.optimizer_factory, self.scheduler_cfg = optimizer, scheduler_cfg
+        self.backbone_lr_mult, self.probe_epochs, self.l1, self.tta = backbone_lr_mult, probe_epochs, l1, tta
+        self.y_mean, self.y_std = y_scale  # regression targets are standardized with the fold's train rows
+        self.history: list[dict] = []
+        self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._train_loss: list[torch.Tensor] = []
+
+    # -- forward and outputs -------------------------------------------------------------------------
+    def features(self, batch: dict, flip: bool = False) -> torch.Tensor:
+        parts = []
+        if "image" in batch:
+            parts.append(self.backbone(batch["image"].flip(-1) if flip else batch["image"]))
+        if "input_ids" in batch:
+            parts.append(self.backbone(batch["input_ids"], batch["attention_mask"]))
+        if "emb" in batch:
+            parts.append(batch["emb_flip"] if flip else batch["emb"])
+        if "tab" in batch:
+            parts.append(batch["tab"])
+        return torch.cat(parts, dim=1)
+
+    def forward(self, batch: dict, flip: bool = False) -> torch.Tensor:
+        return self.head(self.features(batch, flip))
+
+    def to_output(self, logits: torch.Tensor) -> torch.Tensor:
+        """Logits -> class probabilities (n, K) or regression values (n,)."""
+        if isinstance(self.loss_fn, nn.CrossEntropyLoss):
+            return logits.softmax(-1)
+        if isinstance(self.loss_fn, nn.BCEWithLogitsLoss):
+            p = logits.squeeze(-1).sigmoid()
+            return torch.stack([1 - p, p], dim=1)
+        return logits.squeeze(-1) * self.y_std + self.y_mean
+
+    def predict_batch(self, batch: dict) -> torch.Tensor:
+        out = self.to_output(self(batch))
+        if self.tta and ("image" in batch or "emb_flip" in batch):  # horizontal-flip averaging
+            out = (out + self.to_output(self(batch, flip=True))) / 2
+        return out
+
+    def compute_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.loss_fn, nn.CrossEntropyLoss):
+            return self.loss_fn(logits, y.long())
+        if isinstance(self.loss_fn, nn.BCEWithLogitsLoss):
+            return self.loss_fn(logits.squeeze(-1), y.float())
+        return self.loss_fn(logits.squeeze(-1), (y.float() - self.y_mean) / self.y_std)
+
+    # -- training ------------------------------------------------------------------------------------
+    @property
+    def backbone_frozen(self) -> bool:
+        return self.backbone is not None and self.current_epoch < self.probe_epochs
+
+    def train(self, mode: bool = True) -> "Net":
+        super().train(mode)
+        if self.backbone is not None:
+            frozen = self.backbone_frozen
+            self.backbone.requires_grad_(not frozen)
+            if frozen:  # a frozen backbone keeps its batch-norm statistics
+                self.backbone.eval()
+        return self
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = self.compute_loss(self(batch), batch["y"])
+        if self.l1 > 0:  # L1 on the head's weights, for sparsity
+            loss = loss + self.l1 * sum(p.abs().sum() for n, p in self.head.named_parameters() if "weight" in n)
+        self._train_loss.append(loss.detach())
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        logits = self(batch)
+        self._val.append((self.to_output(logits), batch["y"]))
+        self.log("val_loss", self.compute_loss(logits, batch["y"]), prog_bar=True, batch_size=len(batch["y"]))
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            self._val.clear()
+            return
+        pred = torch.cat([p for p, _ in self._val]).float().cpu().numpy()
+        y = torch.cat([t for _, t in self._val]).cpu().numpy()
+        self._val.clear()
+        score = self.metric(y, pred) if np.isfinite(pred).all() else float("nan")
+        self.log("val_metric", score, prog_bar=True)
+        train_loss = torch.stack(self._train_loss).mean().item() if self._train_loss else float("nan")
+        self._train_loss.clear()
+        lrs = {f"lr_{g.get('name', i)}": g["lr"] for i, g in enumerate(self.trainer.optimizers[0].param_groups)}
+        self.log_dict(lrs)
+        self.history.append(
+            {
+                "epoch": self.current_epoch,
+                "train_loss": train_loss,
+                "val_loss": self.trainer.callback_metrics["val_loss"].item(),
+                "val_metric": score,
+                **lrs,
+            }
+        )
+        log.info(
+            "epoch %d: train_loss %.4f val_loss %.4f val_%s %.5f",
+            self.current_epoch,
+            train_loss,
+            self.history[-1]["val_loss"],
+            self.metric.name,
+            score,
+        )
+
+    def predict_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self.predict_batch(batch)
+
+    def configure_optimizers(self):
+        groups = param_groups(self.backbone, self.head, self.optimizer_factory.keywords["lr"], self.backbone_lr_mult)
+        optimizer = self.optimizer_factory(groups)
+        steps = self.trainer.estimated_stepping_batches // max(1, self.trainer.max_epochs)
+        sched = build_scheduler(self.scheduler_cfg, optimizer, steps, self.trainer.max_epochs)
+        return optimizer if sched is None else {"optimizer": optimizer, "lr_scheduler": sched}

@@ -1,0 +1,207 @@
+"""Per-fold model inputs: tabular features fitted on the fold's training rows, image/text datasets, and
+frozen-backbone embeddings computed once, cached on disk and shared by every head, seed and job."""
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from tqdm import tqdm
+
+from pipeline.artifacts import atomic_write
+from pipeline.data.contract import Competition
+from pipeline.data.image import ImageDataset, build_transform, normalization
+from pipeline.data.tabular import TabularFeatures, split_columns
+from pipeline.data.text import TextDataset, tokenize, trim_collate
+from pipeline.models.backbones import Backbone, is_local
+from pipeline.models.weights import resolve_path
+
+log = logging.getLogger(__name__)
+
+
+class ArrayDataset(Dataset):
+    """In-memory arrays indexed a whole batch at a time (fast for heads on features: no per-row collate)."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]):
+        self.arrays = {k: torch.as_tensor(v) for k, v in arrays.items() if v is not None}
+
+    def __len__(self) -> int:
+        return len(next(iter(self.arrays.values())))
+
+    def __getitem__(self, idx: list[int]) -> dict:
+        return {k: v[idx] for k, v in self.arrays.items()}
+
+
+def array_loader(arrays: dict, batch_size: int, shuffle: bool) -> DataLoader:
+    ds = ArrayDataset(arrays)
+    sampler = RandomSampler(ds) if shuffle else SequentialSampler(ds)
+    return DataLoader(ds, sampler=BatchSampler(sampler, batch_size, drop_last=False), batch_size=None)
+
+
+def fit_tabular(comp: Competition, data_cfg, train_rows: np.ndarray):
+    """Tabular features for (fold train, fold val, test), every statistic fitted on the fold's train rows."""
+    if not comp.feature_cols:
+        return None, None, None, 0
+    numeric, categorical = split_columns(comp.train, comp.feature_cols, data_cfg.get("feature_cols") is not None)
+    tab = TabularFeatures(numeric, categorical, data_cfg.categorical_encoding, data_cfg.rare_min_frequency)
+    tab.fit(comp.train.iloc[train_rows])
+    return tab, tab.transform(comp.train), tab.transform(comp.test), len(tab.names)
+
+
+def image_paths(comp: Competition, df) -> list[Path]:
+    return [comp.image_dir / str(p) for p in df[comp.image_col]]
+
+
+def image_datasets(comp, backbone: Backbone, mcfg, rows: dict, tab: dict, y: np.ndarray) -> dict[str, Dataset]:
+    """Lazy image datasets for a fold: augmented train, plain val and test, normalized as the backbone needs."""
+    size = mcfg.backbone.input_size
+    paths = image_paths(comp, comp.train)
+    stats = (backbone.mean, backbone.std) if backbone.pretrained else None
+    mean, std = normalization(stats, [paths[i] for i in rows["train"]], size)
+    plain = build_transform(size, mean, std)
+    aug = build_transform(size, mean, std, mcfg.augment)
+    test_paths = image_paths(comp, comp.test)
+    return {
+        "train": ImageDataset([paths[i] for i in rows["train"]], aug, tab["train"], y[rows["train"]]),
+        "val": ImageDataset([paths[i] for i in rows["val"]], plain, tab["val"], y[rows["val"]]),
+        "test": ImageDataset(test_paths, plain, tab["test"]),
+    }
+
+
+def text_datasets(comp, backbone: Backbone, max_length: int, cache_dir: Path, rows, tab, y) -> dict[str, Dataset]:
+    train_tok = tokenize(comp.train[comp.text_col].tolist(), backbone.tokenizer, max_length, cache_dir)
+    test_tok = tokenize(comp.test[comp.text_col].tolist(), backbone.tokenizer, max_length, cache_dir)
+    return {
+        "train": TextDataset(train_tok, rows["train"], tab["train"], y[rows["train"]]),
+        "val": TextDataset(train_tok, rows["val"], tab["val"], y[rows["val"]]),
+        "test": TextDataset(test_tok, np.arange(len(comp.test)), tab["test"]),
+    }
+
+
+def loader(ds: Dataset, batch_size: int, shuffle: bool, num_workers: int) -> DataLoader:
+    collate = trim_collate if isinstance(ds, TextDataset) else None
+    return DataLoader(
+        ds,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        collate_fn=collate,
+        persistent_workers=num_workers > 0,
+    )
+
+
+# -- frozen-backbone embeddings ----------------------------------------------------------------------------
+def _source_stamp(mcfg) -> list | None:
+    """Size and mtime of a local weights file/folder, so that replacing it invalidates the cache."""
+    source = mcfg.backbone.get("weights") if mcfg.kind == "image" else mcfg.backbone.name
+    if not source or source in ("hub", "pretrained") or not is_local(source):
+        return None
+    st = resolve_path(source).stat()
+    return [st.st_size, int(st.st_mtime)]
+
+
+def embedding_key(mcfg, comp: Competition, extra: dict) -> str:
+    """Cache key: backbone, weights, preprocessing (size, statistics, TTA, max_length), train and test data."""
+    test_hash = hashlib.sha256(comp.test.to_csv(index=False).encode()).hexdigest()[:16]
+    spec = {
+        "backbone": OmegaConf.to_container(mcfg.backbone),
+        "stamp": _source_stamp(mcfg),
+        "train": comp.data_hash,
+        "test": test_hash,
+        **extra,
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@torch.no_grad()
+def embed(module: torch.nn.Module, ds: Dataset, batch_size: int, flip: bool = False) -> np.ndarray:
+    """Backbone features of every row of `ds`, in order, in eval mode."""
+    module.eval()
+    out = []
+    for batch in tqdm(loader(ds, batch_size, False, 0), desc="embedding", leave=False, mininterval=5):
+        if "image" in batch:
+            out.append(module(batch["image"].flip(-1) if flip else batch["image"]))
+        else:
+            out.append(module(batch["input_ids"], batch["attention_mask"]))
+    return torch.cat(out).float().numpy()
+
+
+def frozen_embeddings(comp, backbone: Backbone, cfg, datasets: dict, cache_dir: Path, extra: dict) -> dict:
+    """Embeddings of all train and test rows (and their flips for TTA), from the cache or computed once."""
+    mcfg = cfg.model
+    path = Path(cache_dir) / f"emb-{embedding_key(mcfg, comp, extra)}.npz"
+    if path.is_file():
+        log.info("embeddings: cache hit %s", path)
+        with np.load(path) as z:
+            return dict(z)
+    log.info("embeddings: computing %s for %d + %d rows", mcfg.backbone.name, len(comp.train), len(comp.test))
+    bs = cfg.trainer.predict_batch_size
+    emb = {
+        "train": embed(backbone.module, datasets["all"], bs),
+        "test": embed(backbone.module, datasets["test"], bs),
+    }
+    if mcfg.tta and mcfg.kind == "image":
+        emb |= {
+            "train_flip": embed(backbone.module, datasets["all"], bs, flip=True),
+            "test_flip": embed(backbone.module, datasets["test"], bs, flip=True),
+        }
+    atomic_write(path, lambda tmp: _savez(tmp, emb))
+    log.info("embeddings: cached %s", path)
+    return emb
+
+
+def _savez(path: Path, arrays: dict) -> None:
+    with open(path, "wb") as f:  # a file object: np.savez would append .npz to a path
+        np.savez(f, **arrays)
+
+
+def fold_datasets(
+    comp: Competition, backbone: Backbone | None, cfg, rows: dict, y: np.ndarray, cache_dir: Path
+) -> tuple[dict[str, Dataset], int]:
+    """Train/val/test datasets of one fold and the head's input width.
+
+    `rows` holds the fold's "train" and "val" row indices; nothing fitted here sees the val or test rows.
+    """
+    mcfg = cfg.model
+    _, tab_all, tab_test, tab_dim = fit_tabular(comp, cfg.data, rows["train"])
+    tab = {"train": _take(tab_all, rows["train"]), "val": _take(tab_all, rows["val"]), "test": tab_test}
+    if backbone is None:
+        return _arrays({"tab": tab_all}, {"tab": tab_test}, rows, y), tab_dim
+    if mcfg.kind == "text":
+        ds = text_datasets(comp, backbone, cfg.data.max_length, cache_dir, rows, tab, y)
+    else:
+        ds = image_datasets(comp, backbone, mcfg, rows, tab, y)
+    if mcfg.finetune != "frozen":
+        return ds, backbone.dim + tab_dim
+    all_rows = {"train": np.arange(len(comp.train)), "val": np.arange(0)}
+    if mcfg.kind == "text":
+        ds["all"] = text_datasets(comp, backbone, cfg.data.max_length, cache_dir, all_rows, tab, y)["train"]
+        extra = {"max_length": cfg.data.max_length}
+    else:
+        ds["all"] = ImageDataset(image_paths(comp, comp.train), ds["val"].transform)
+        extra = {
+            "size": mcfg.backbone.input_size,
+            "norm": str(ds["val"].transform.transforms[-1]),
+            "tta": mcfg.tta,
+        }
+    emb = frozen_embeddings(comp, backbone, cfg, ds, cache_dir, extra)
+    train = {"emb": emb["train"], "emb_flip": emb.get("train_flip"), "tab": tab_all}
+    test = {"emb": emb["test"], "emb_flip": emb.get("test_flip"), "tab": tab_test}
+    return _arrays(train, test, rows, y), backbone.dim + tab_dim
+
+
+def _take(a: np.ndarray | None, rows: np.ndarray) -> np.ndarray | None:
+    return None if a is None else a[rows]
+
+
+def _arrays(train: dict, test: dict, rows: dict, y: np.ndarray) -> dict[str, Dataset]:
+    """ArrayDatasets of the fold's train and val rows (with targets) and of the test rows."""
+
+    def part(r):
+        return ArrayDataset({**{k: _take(v, r) for k, v in train.items()}, "y": y[r]})
+
+    return {"train": part(rows["train"]), "val": part(rows["val"]), "test": ArrayDataset(test)}
