@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 EXPERIMENTS ?= mnist_finetune mnist   ## the zoo `make train` runs (conf/experiment/), one multirun each
 ARGS ?=                               ## extra Hydra overrides, e.g. ARGS="seed=0,1,2"
 
-.PHONY: help install train ensemble data prepare test test-fast lint format bench report clean
+.PHONY: help install train ensemble data prepare test test-fast lint format bench report advise clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -31,6 +31,12 @@ train: $(STAMP) ## build the demo data if missing, train the default zoo, print 
 
 ensemble: $(STAMP) ## combine every trained member, print the leaderboard, write submission.csv
 	$(PY) -m pipeline.ensemble $(ARGS)
+
+report: $(STAMP) ## write outputs/<name>/report/index.html: curves, diagnoses, model selection, advice, monitors
+	$(PY) -m pipeline.report $(ARGS)
+
+advise: $(STAMP) ## check a training config against the rules of thumb without training, e.g. ARGS="optimizer=sgd"
+	$(PY) -m pipeline.advise $(ARGS)
 
 prepare: $(STAMP) ## only the data stage: validate the data and build/reuse folds.csv
 	$(PY) -m pipeline.prepare $(ARGS)

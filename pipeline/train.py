@@ -6,11 +6,14 @@ python -m pipeline.train data=csv data.train_csv=data/comp/train.csv data.target
 """
 
 import logging
+import os
 
 import hydra
 import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from pipeline.advisor import advise_after, advise_before
 from pipeline.errors import user_errors
 from pipeline.prepare import prepare
 from pipeline.training.job import train_job
@@ -18,11 +21,27 @@ from pipeline.training.job import train_job
 log = logging.getLogger(__name__)
 
 
+def job_threads(cfg: DictConfig) -> int | None:
+    """Torch threads for this job: `threads`, or the cores divided among parallel joblib jobs."""
+    if cfg.get("threads"):
+        return int(cfg.threads)
+    launcher = HydraConfig.get().launcher if HydraConfig.initialized() else {}
+    if "joblib" not in str(launcher.get("_target_", "")):
+        return None
+    cores = os.cpu_count() or 1
+    n_jobs = launcher.get("n_jobs") or -1
+    n_jobs = cores if n_jobs < 0 else n_jobs  # joblib's -1 = one job per core
+    return max(1, cores // n_jobs)
+
+
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     with user_errors():
-        if cfg.get("threads"):
-            torch.set_num_threads(cfg.threads)  # parallel jobs share the cores instead of oversubscribing
+        threads = job_threads(cfg)
+        if threads:
+            torch.set_num_threads(threads)  # parallel jobs share the cores instead of oversubscribing them
+            log.info("torch threads: %d", threads)
+        advice = advise_before(cfg)  # the rules of thumb on the config: warnings (errors with advisor.strict=true)
         log.info("preparing data: %s", cfg.name)
         prep = prepare(cfg)
         log.info(
@@ -33,6 +52,7 @@ def main(cfg: DictConfig) -> float | None:
             cfg.seed,
         )
         metrics = train_job(cfg, prep)
+        advise_after(cfg, prep.out_dir / "models" / metrics["model_id"], advice)  # regularization vs the curves
         return metrics["cv_score"]  # the value an Optuna sweeper would optimize
 
 

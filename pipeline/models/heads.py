@@ -17,17 +17,28 @@ ACTIVATIONS = {
 BIAS_INIT = 0.01  # small positive bias: ReLUs start active, and no layer starts all-zero
 
 
-def init_layer(layer: nn.Linear) -> nn.Linear:
-    """Xavier-uniform weights (variance kept across layers) and a small constant bias."""
-    nn.init.xavier_uniform_(layer.weight)
-    nn.init.constant_(layer.bias, BIAS_INIT)
+INITS = {  # model.head.init (set with +model.head.init=...): xavier is the default and the rule of thumb
+    "xavier": nn.init.xavier_uniform_,
+    "kaiming": lambda w: nn.init.kaiming_uniform_(w, nonlinearity="relu"),
+    "zeros": nn.init.zeros_,  # experiments only: symmetric units never differentiate (the advisor flags it)
+    "constant": lambda w: nn.init.constant_(w, BIAS_INIT),  # experiments only, as zeros
+}
+
+
+def init_layer(layer: nn.Linear, how: str = "xavier") -> nn.Linear:
+    """Xavier-uniform weights (variance kept across layers) and a small constant bias, or `how` from INITS."""
+    if how not in INITS:
+        raise UserError(f"unknown model.head.init '{how}': choose one of {', '.join(INITS)}")
+    INITS[how](layer.weight)
+    nn.init.constant_(layer.bias, 0.0 if how == "zeros" else BIAS_INIT)
     return layer
 
 
 def build_head(cfg, in_dim: int, out_dim: int) -> nn.Module:
     """`linear`, or `mlp` with cfg.hidden widths, cfg.activation, optional batch norm and dropout."""
+    how = cfg.get("init", "xavier")
     if cfg.type == "linear":
-        return init_layer(nn.Linear(in_dim, out_dim))
+        return init_layer(nn.Linear(in_dim, out_dim), how)
     if cfg.type != "mlp":
         raise UserError(f"unknown model.head.type '{cfg.type}': choose linear, mlp or sklearn")
     if cfg.activation not in ACTIVATIONS:
@@ -42,12 +53,12 @@ def build_head(cfg, in_dim: int, out_dim: int) -> nn.Module:
         )
     layers: list[nn.Module] = []
     for width in cfg.hidden:
-        layers.append(init_layer(nn.Linear(in_dim, width)))
+        layers.append(init_layer(nn.Linear(in_dim, width), how))
         if cfg.batch_norm:
             layers.append(nn.BatchNorm1d(width))
         layers.append(ACTIVATIONS[cfg.activation]())
         if cfg.dropout > 0:
             layers.append(nn.Dropout(cfg.dropout))
         in_dim = width
-    layers.append(init_layer(nn.Linear(in_dim, out_dim)))
+    layers.append(init_layer(nn.Linear(in_dim, out_dim), how))
     return nn.Sequential(*layers)

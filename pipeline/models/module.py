@@ -47,7 +47,8 @@ class Net(L.LightningModule):
     def features(self, batch: dict, flip: bool = False) -> torch.Tensor:
         parts = []
         if "image" in batch:
-            parts.append(self.backbone(batch["image"].flip(-1) if flip else batch["image"]))
+            image = batch["image"].flip(-1) if flip else batch["image"]
+            parts.append(self.backbone(image.contiguous(memory_format=torch.channels_last)))
         if "input_ids" in batch:
             parts.append(self.backbone(batch["input_ids"], batch["attention_mask"]))
         if "emb" in batch:
@@ -94,6 +95,10 @@ class Net(L.LightningModule):
             if frozen:  # a frozen backbone keeps its batch-norm statistics
                 self.backbone.eval()
         return self
+
+    def on_train_epoch_start(self) -> None:
+        # Lightning restores each module's own mode after validation; the probe phase ends at an epoch boundary
+        self.train()
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self.compute_loss(self(batch), batch["y"])

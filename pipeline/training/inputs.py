@@ -124,7 +124,8 @@ def embed(module: torch.nn.Module, ds: Dataset, batch_size: int, flip: bool = Fa
     out = []
     for batch in tqdm(loader(ds, batch_size, False, 0), desc="embedding", leave=False, mininterval=5):
         if "image" in batch:
-            out.append(module(batch["image"].flip(-1) if flip else batch["image"]))
+            image = batch["image"].flip(-1) if flip else batch["image"]
+            out.append(module(image.contiguous(memory_format=torch.channels_last)))
         else:
             out.append(module(batch["input_ids"], batch["attention_mask"]))
     return torch.cat(out).float().numpy()
@@ -179,7 +180,8 @@ def fold_datasets(
         return ds, backbone.dim + tab_dim
     all_rows = {"train": np.arange(len(comp.train)), "val": np.arange(0)}
     if mcfg.kind == "text":
-        ds["all"] = text_datasets(comp, backbone, cfg.data.max_length, cache_dir, all_rows, tab, y)["train"]
+        no_tab = dict.fromkeys(("train", "val", "test"))
+        ds["all"] = text_datasets(comp, backbone, cfg.data.max_length, cache_dir, all_rows, no_tab, y)["train"]
         extra = {"max_length": cfg.data.max_length}
     else:
         ds["all"] = ImageDataset(image_paths(comp, comp.train), ds["val"].transform)

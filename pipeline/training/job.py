@@ -97,8 +97,9 @@ def is_complete(model_dir: Path, folds_hash: str) -> bool:
 
 def run_folds(cfg, prep: Prepared, model_dir: Path) -> list[tuple[int, dict, dict]]:
     """Train (or reload) every fold; returns (k, rows, result) per fold."""
-    comp, out = prep.comp, []
+    comp, out, shared = prep.comp, [], None
     y = comp.y
+    trains_backbone = cfg.model.kind != "tabular" and cfg.model.finetune != "frozen"
     for k, rows in fold_rows(prep.folds):
         path = model_dir / "folds" / f"fold{k}.npz"
         res = _load_fold(path, prep.folds_meta["folds_hash"])
@@ -106,7 +107,9 @@ def run_folds(cfg, prep: Prepared, model_dir: Path) -> list[tuple[int, dict, dic
             log.info("fold %d: done earlier (%s), reusing", k, path)
         else:
             L.seed_everything(cfg.seed * 1000 + k, workers=True, verbose=False)
-            backbone = build_backbone(cfg.model.kind, cfg.model.backbone)  # fresh pretrained weights per fold
+            if trains_backbone or shared is None:  # finetuning starts every fold from the pretrained weights
+                shared = build_backbone(cfg.model.kind, cfg.model.backbone)
+            backbone = shared
             datasets, in_dim = fold_datasets(comp, backbone, cfg, rows, y, prep.out_dir / "cache")
             y_train = y[rows["train"]].astype(float)
             y_scale = (float(y_train.mean()), float(y_train.std() or 1.0)) if comp.task == "regression" else (0, 1)

@@ -20,6 +20,7 @@ from pipeline.models.backbones import Backbone
 from pipeline.models.heads import build_head
 from pipeline.models.module import Net
 from pipeline.training.inputs import ArrayDataset, array_loader, loader
+from pipeline.training.monitors import build_monitors
 from pipeline.training.optim import build_loss
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ def train_fold(
     t = cfg.trainer
     ckpt = ModelCheckpoint(ckpt_dir, "best", monitor="val_metric", mode=mode, save_weights_only=True)
     callbacks = [ckpt] + ([EarlyStopping("val_metric", patience=t.patience, mode=mode)] if t.early_stopping else [])
+    callbacks += build_monitors(cfg.get("monitors"))  # update/parameter ratio, dead ReLUs -> history.csv
     trainer = L.Trainer(
         max_epochs=t.max_epochs,
         accelerator=t.accelerator,
