@@ -51,6 +51,7 @@ def competition_info(comp: Competition, meta: dict) -> dict:
         "id_col": comp.id_col,
         "target": comp.target,
         "train_csv": str(comp.train_path),
+        "test_csv": str(comp.test_path),
         "n_train": len(comp.train),
         "n_test": len(comp.test),
         "data_hash": comp.data_hash,

@@ -36,6 +36,7 @@ class Competition:
     group_col: str | None = None
     data_hash: str = ""
     train_path: Path | None = None
+    test_path: Path | None = None
     sample_submission: Path | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -236,5 +237,6 @@ def load_competition(cfg) -> Competition:
         group_col=cfg.get("group_col"),
         data_hash=file_hash(train_path),
         train_path=train_path,
+        test_path=test_path,
         sample_submission=Path(sample) if sample else None,
     )

@@ -105,6 +105,7 @@ class Net(L.LightningModule):
         if self.l1 > 0:  # L1 on the head's weights, for sparsity
             loss = loss + self.l1 * sum(p.abs().sum() for n, p in self.head.named_parameters() if "weight" in n)
         self._train_loss.append(loss.detach())
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(batch["y"]))
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:

@@ -136,6 +136,13 @@ def _features(ds: ArrayDataset) -> np.ndarray:
     return np.concatenate([ds.arrays[k].numpy() for k in ("emb", "tab") if k in ds.arrays], axis=1)
 
 
+def _all_classes(est, proba: np.ndarray, n_classes: int) -> np.ndarray:
+    """Columns for every class, also those absent from this fold's training rows (probability 0)."""
+    full = np.zeros((len(proba), n_classes))
+    full[:, np.asarray(est.classes_, dtype=int)] = proba
+    return full
+
+
 def fit_sklearn(cfg, comp: Competition, datasets: dict, start: float) -> dict:
     """A scikit-learn estimator as the head, on tabular features and/or frozen embeddings."""
     if not isinstance(datasets["train"], ArrayDataset):
@@ -146,7 +153,9 @@ def fit_sklearn(cfg, comp: Competition, datasets: dict, start: float) -> dict:
     if comp.task == "regression":
         val, test = (est.predict(_features(datasets[p])) for p in ("val", "test"))
     elif hasattr(est, "predict_proba"):
-        val, test = (est.predict_proba(_features(datasets[p])) for p in ("val", "test"))
+        val, test = (
+            _all_classes(est, est.predict_proba(_features(datasets[p])), len(comp.classes)) for p in ("val", "test")
+        )
     else:
         raise UserError(
             f"model.head.estimator {type(est).__name__} has no predict_proba; pick a probabilistic "

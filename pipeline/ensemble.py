@@ -1,0 +1,45 @@
+"""The ensemble stage: combine every trained member, score each combination honestly, write the submission.
+
+Usage::
+
+    python -m pipeline.ensemble                       # every complete model, method=auto
+    python -m pipeline.ensemble ensemble.method=stacking ensemble.exclude='[bert*]'
+"""
+
+import logging
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from pipeline.ensembling.members import load_context, load_members
+from pipeline.ensembling.registry import build_methods
+from pipeline.ensembling.report import leaderboard, summary, table, write_outputs
+from pipeline.ensembling.scoring import choose, evaluate_members, evaluate_method
+from pipeline.ensembling.submission import build_submission
+from pipeline.errors import user_errors
+
+log = logging.getLogger(__name__)
+
+
+@hydra.main(config_path="../conf", config_name="ensemble", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    """Validate the members, score members and methods out of fold, keep the best, write the outputs."""
+    with user_errors():
+        ctx = load_context(Path(cfg.paths.output_dir), cfg.data)  # competition.json, folds, training target
+        stack = load_members(ctx, cfg.ensemble)  # every complete model, validated against the folds
+        methods = build_methods(cfg.ensemble, ctx, stack)
+        log.info("%d members, methods %s, metric %s", len(stack.names), [m.name for m in methods], ctx.metric.name)
+        entries = evaluate_members(stack, ctx.metric)
+        entries += [evaluate_method(m, stack, ctx.metric) for m in methods]  # honest (nested) CV, then refit
+        chosen = choose(entries, ctx.metric)
+        submission = build_submission(chosen.test_pred, stack.test_ids, ctx)
+        board = leaderboard(entries, chosen, ctx.metric, with_test=stack.test_y is not None)
+        path = write_outputs(ctx, stack, entries, chosen, submission, board)
+        print(table(board))
+        print(summary(entries, chosen, ctx.metric))
+        print(f"submission: {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,11 @@
+"""The ensemble stage: combine the trained members' out-of-fold predictions, score every combination honestly.
+
+members.py   read competition.json, folds.csv and every complete model folder; validate their alignment
+methods.py   parameter-free combinations: mean, rank, geometric, vote
+weighted.py  non-negative weights: Caruana ensemble selection (vectorized over rows) or scipy on the simplex
+stacking.py  a meta-learner on the members' predictions (optionally with the tabular features)
+registry.py  which methods a config asks for and a task allows
+scoring.py   members' CV and methods' nested (honest) CV, the choice of the best
+submission.py  the test predictions in sample_submission.csv's format
+report.py    leaderboard, weights.json, correlation heatmap, provenance.json
+"""

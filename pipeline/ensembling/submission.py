@@ -1,0 +1,102 @@
+"""The submission: test predictions in `sample_submission.csv`'s exact format (ids, columns, types).
+
+What goes in a target column follows what the sample holds there: labels (in the original label space) or
+probabilities (binary: P(classes[1]); multiclass: one column per class). Without a sample: id + target,
+probabilities for probability metrics (roc_auc, logloss) and labels for label metrics (accuracy, ...).
+"""
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.ensembling.members import Context
+from pipeline.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def _labels(pred: np.ndarray, ctx: Context) -> pd.Series:
+    return pd.Series(np.asarray(ctx.classes, dtype=object)[pred.argmax(axis=1)])
+
+
+def _holds_labels(col: pd.Series, ctx: Context) -> bool:
+    """Labels, not probabilities: non-numeric values, or values that are all classes (unless the metric reads
+    probabilities: a 0-filled sample for an AUC competition asks for probabilities)."""
+    if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+        return True
+    all_classes = col.astype(str).isin([str(c) for c in ctx.classes]).all()
+    return bool(all_classes and not ctx.metric.needs_proba)
+
+
+def _target_column(col: pd.Series, pred: np.ndarray, ctx: Context, path: Path) -> pd.Series:
+    """One target column: values (regression), labels, or P(classes[1]) (binary)."""
+    if ctx.classes is None:
+        return pd.Series(pred[:, 0])
+    if _holds_labels(col, ctx):
+        labels = _labels(pred, ctx)
+        return labels.astype(col.dtype) if pd.api.types.is_numeric_dtype(col) else labels
+    if len(ctx.classes) == 2:
+        return pd.Series(pred[:, 1])
+    raise UserError(
+        f"{path} has one probability column '{col.name}' but the task has {len(ctx.classes)} "
+        f"classes: give one column per class ({', '.join(ctx.columns[:5])}, ...) or labels"
+    )
+
+
+def _sample_order(sample: pd.DataFrame, test_ids: np.ndarray, ctx: Context, path: Path) -> np.ndarray:
+    if ctx.id_col not in sample.columns:
+        raise UserError(f"{path} has no id column '{ctx.id_col}' (columns: {', '.join(map(str, sample.columns))})")
+    order = pd.Index(test_ids.astype(str)).get_indexer(sample[ctx.id_col].astype(str))
+    if (order < 0).any() or len(sample) != len(test_ids):
+        raise UserError(
+            f"{path} ids differ from the test predictions' ({len(sample)} vs {len(test_ids)} rows, "
+            f"{int((order < 0).sum())} unknown ids): is data.sample_submission this competition's?"
+        )
+    return order
+
+
+def from_sample(pred: np.ndarray, test_ids: np.ndarray, ctx: Context, path: Path) -> pd.DataFrame:
+    """Fill the sample's target columns with `pred`, in the sample's id order, columns and dtypes."""
+    if not path.is_file():
+        raise UserError(f"sample submission not found: {path} (set data.sample_submission=null for id + target)")
+    sample = pd.read_csv(path)
+    pred = pred[_sample_order(sample, test_ids, ctx, path)]
+    targets = [c for c in sample.columns if c != ctx.id_col]
+    out = sample.copy()
+    if ctx.classes is not None and len(targets) > 1 and sorted(map(str, targets)) == sorted(ctx.columns):
+        for c in targets:  # one probability column per class, in the sample's column order
+            out[c] = pred[:, ctx.columns.index(str(c))]
+    elif len(targets) == 1:
+        out[targets[0]] = _target_column(sample[targets[0]], pred, ctx, path).to_numpy()
+    else:
+        raise UserError(
+            f"{path} has target columns {targets[:6]}: expected one target column, or one column per "
+            f"class ({', '.join(ctx.columns[:6])})"
+        )
+    return out
+
+
+def default_format(pred: np.ndarray, test_ids: np.ndarray, ctx: Context) -> pd.DataFrame:
+    """id + target: values, labels (label metrics) or probabilities (binary P(classes[1]); else per class)."""
+    out = pd.DataFrame({ctx.id_col: test_ids})
+    target = ctx.info["target"]
+    if ctx.classes is None:
+        out[target] = pred[:, 0]
+    elif not ctx.metric.needs_proba:
+        out[target] = _labels(pred, ctx).to_numpy()
+    elif len(ctx.classes) == 2:
+        out[target] = pred[:, 1]
+    else:
+        for i, c in enumerate(ctx.columns):
+            out[c] = pred[:, i]
+    return out
+
+
+def build_submission(pred: np.ndarray, test_ids: np.ndarray, ctx: Context) -> pd.DataFrame:
+    """The submission table for the chosen method's test predictions."""
+    sample = ctx.info.get("sample_submission")
+    if sample:
+        return from_sample(pred, test_ids, ctx, Path(sample))
+    return default_format(pred, test_ids, ctx)
