@@ -31,7 +31,7 @@ def build_monitors(cfg) -> list[L.Callback]:
     if cfg.get("update_ratio", True):
         out.append(UpdateRatio(cfg.get("every_n_steps", 10), cfg.get("per_layer", False)))
     if cfg.get("dead_relu", True):
-        out.append(DeadRelu())
+        out.append(DeadRelu(cfg.get("dead_relu_backbone", False)))
     return out
 
 
@@ -129,7 +129,10 @@ class DeadRelu(L.Callback):
     (batch, tokens, features) outputs it is the feature, the last dimension.
     """
 
-    def __init__(self):
+    def __init__(self, include_backbone: bool = False):
+        # a pretrained backbone's activations are sparse by design (a third of EfficientNet's ReLU6 units stay
+        # at 0 on MNIST): the rule of thumb is about the new layers, so only the head is watched by default
+        self.include_backbone = include_backbone
         self._active: dict[str, torch.Tensor] = {}
         self._handles: list = []
         self._dead: dict[str, float] = {}
@@ -138,7 +141,7 @@ class DeadRelu(L.Callback):
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
         self._active.clear()
         for name, module in pl_module.named_modules():
-            if isinstance(module, RELUS):
+            if isinstance(module, RELUS) and (self.include_backbone or not name.startswith("backbone.")):
                 self._handles.append(module.register_forward_hook(self._hook(name)))
 
     def _hook(self, name: str):
