@@ -79,6 +79,7 @@ def test_full_finetune_uses_reduced_backbone_lr(make_comp, tmp_path, assets):
     hist = pd.read_csv(folder / "history.csv")
     assert np.allclose(hist["lr_backbone"], hist["lr_head"] * 0.1)
     assert np.allclose(hist["lr_head"], 1e-3)
+    assert hist["train_metric"].notna().all() and hist["val_metric"].notna().all()
     for f in ("oof.csv", "test.csv", "metrics.json", "history.csv", "config.yaml"):
         assert (folder / f).is_file()
     oof, test = pd.read_csv(folder / "oof.csv"), pd.read_csv(folder / "test.csv")

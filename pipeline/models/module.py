@@ -42,6 +42,7 @@ class Net(L.LightningModule):
         self.history: list[dict] = []
         self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._train_loss: list[torch.Tensor] = []
+        self._train_pred: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     # -- forward and outputs -------------------------------------------------------------------------
     def features(self, batch: dict, flip: bool = False) -> torch.Tensor:
@@ -101,10 +102,13 @@ class Net(L.LightningModule):
         self.train()
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = self.compute_loss(self(batch), batch["y"])
+        logits = self(batch)
+        loss = self.compute_loss(logits, batch["y"])
         if self.l1 > 0:  # L1 on the head's weights, for sparsity
             loss = loss + self.l1 * sum(p.abs().sum() for n, p in self.head.named_parameters() if "weight" in n)
         self._train_loss.append(loss.detach())
+        with torch.no_grad():  # the training metric, for learning curves (on augmented rows, as trained)
+            self._train_pred.append((self.to_output(logits.detach()).float().cpu(), batch["y"].cpu()))
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(batch["y"]))
         return loss
 
@@ -117,19 +121,20 @@ class Net(L.LightningModule):
         if self.trainer.sanity_checking:
             self._val.clear()
             return
-        pred = torch.cat([p for p, _ in self._val]).float().cpu().numpy()
-        y = torch.cat([t for _, t in self._val]).cpu().numpy()
+        score = self._epoch_metric(self._val)
         self._val.clear()
-        score = self.metric(y, pred) if np.isfinite(pred).all() else float("nan")
         self.log("val_metric", score, prog_bar=True)
         train_loss = torch.stack(self._train_loss).mean().item() if self._train_loss else float("nan")
+        train_metric = self._epoch_metric(self._train_pred)
         self._train_loss.clear()
+        self._train_pred.clear()
         lrs = {f"lr_{g.get('name', i)}": g["lr"] for i, g in enumerate(self.trainer.optimizers[0].param_groups)}
         self.log_dict(lrs)
         self.history.append(
             {
                 "epoch": self.current_epoch,
                 "train_loss": train_loss,
+                "train_metric": train_metric,
                 "val_loss": self.trainer.callback_metrics["val_loss"].item(),
                 "val_metric": score,
                 **lrs,
@@ -143,6 +148,14 @@ class Net(L.LightningModule):
             self.metric.name,
             score,
         )
+
+    def _epoch_metric(self, outputs: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
+        """The competition metric over an epoch's collected (prediction, target) batches."""
+        if not outputs:
+            return float("nan")
+        pred = torch.cat([p for p, _ in outputs]).float().cpu().numpy()
+        y = torch.cat([t for _, t in outputs]).cpu().numpy()
+        return self.metric(y, pred) if np.isfinite(pred).all() else float("nan")
 
     def predict_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         return self.predict_batch(batch)

@@ -23,6 +23,8 @@ def to_png(fig) -> bytes:
 
 def _band(ax, history, column: str, label: str, color: str) -> None:
     """Mean over folds as a line, min-max over folds as a band."""
+    if column not in history:  # e.g. train_metric in histories written before it was recorded
+        return
     c = mean_curves(history, column)
     if c.empty:
         return
@@ -31,10 +33,11 @@ def _band(ax, history, column: str, label: str, color: str) -> None:
 
 
 def learning_curves(history, title: str, metric: str, diagnosis: Diagnosis) -> bytes:
-    """Train/val loss and the val metric per epoch: mean over folds, band = min-max over folds."""
+    """Train/val loss and train/val metric per epoch: mean over folds, band = min-max over folds."""
     fig, (loss_ax, metric_ax) = plt.subplots(1, 2, figsize=(9, 3.2))
     _band(loss_ax, history, "train_loss", "train loss", "tab:blue")
     _band(loss_ax, history, "val_loss", "val loss", "tab:orange")
+    _band(metric_ax, history, "train_metric", f"train {metric}", "tab:purple")
     _band(metric_ax, history, "val_metric", f"val {metric}", "tab:green")
     best = diagnosis.numbers.get("best_epoch")
     for ax, name in ((loss_ax, "loss"), (metric_ax, metric)):

@@ -110,6 +110,7 @@ def train_fold(
         log_every_n_steps=10,
         num_sanity_val_steps=0,
     )
+    net.train()  # transformers load encoders in eval mode; Net.train keeps only a frozen backbone in eval
     trainer.fit(net, loaders["train"], loaders["val"])
     net.load_state_dict(torch.load(ckpt.best_model_path, map_location="cpu", weights_only=True)["state_dict"])
     predict = L.Trainer(
