@@ -312,3 +312,25 @@ def test_train_cli_on_a_competition_given_by_overrides(make_comp, tmp_path):
     )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().splitlines()[-1].startswith("error: weights path not found: /nowhere/w.pth")
+
+
+@pytest.mark.parametrize("group", ["model", "optimizer", "scheduler", "experiment"])
+def test_every_config_file_composes(group):
+    """Each file of a config group composes with the entry point's config (a typo fails here, not in a run)."""
+    files = sorted(p.stem for p in (Path(CONF) / group).glob("*.yaml"))
+    assert files
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        for name in files:
+            cfg = compose("train", overrides=[f"{group}={name}"])
+            assert cfg[group if group != "experiment" else "data"] is not None
+
+
+def test_tta_averages_flips_for_oof_and_test(make_comp, tmp_path, assets):
+    comp = make_comp(images=True)
+    plain, _ = run(config(comp, tmp_path, *image_args(assets, "model.finetune=frozen")))
+    tta, folder = run(config(comp, tmp_path, *image_args(assets, "model.finetune=frozen", "model.tta=true")))
+    assert plain["model_id"] != tta["model_id"]
+    assert len(list((tmp_path / "out" / "cache").glob("emb-*.npz"))) == 2  # flipped embeddings: another key
+    with np.load(next(p for p in (tmp_path / "out" / "cache").glob("emb-*.npz") if "train_flip" in np.load(p))) as z:
+        assert z["train_flip"].shape == z["train"].shape
+    assert pd.read_csv(folder / "test.csv")[["no", "yes"]].sum(1).round(5).eq(1).all()
