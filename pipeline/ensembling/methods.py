@@ -4,6 +4,8 @@ Every method maps `P` (members, rows, columns) to one (rows, columns) prediction
 probabilities per class (rows sum to 1) for classification, one `prediction` column for regression.
 """
 
+from abc import ABC, abstractmethod
+
 import numpy as np
 import pandas as pd
 
@@ -38,7 +40,7 @@ def normalize_rows(p: np.ndarray) -> np.ndarray:
     return (p / np.maximum(p.sum(axis=1, keepdims=True), EPS)).astype(np.float32)
 
 
-class Method:
+class Method(ABC):
     """A combination of members. `learns`: fitted on the target, so it must be scored out of fold."""
 
     name = ""
@@ -49,9 +51,9 @@ class Method:
         """Learn from the members' predictions `P` of rows with target `y` (nothing, for most methods)."""
         return self
 
+    @abstractmethod
     def predict(self, P: np.ndarray, X: pd.DataFrame | None = None) -> np.ndarray:
         """The combined (rows, columns) prediction."""
-        raise NotImplementedError
 
     def describe(self, names: list[str]) -> dict:
         """What the fitted method learned, for weights.json: equal weights unless overridden."""
