@@ -66,7 +66,7 @@ def file_hash(path: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
-def _show(value) -> str:
+def show_value(value) -> str:
     """A value as the user wrote it (numpy scalars shown as plain numbers)."""
     return repr(value.item() if hasattr(value, "item") else value)
 
@@ -89,7 +89,7 @@ def check_ids(df: pd.DataFrame, id_col: str, path: Path) -> None:
     dup = ids.duplicated()
     if dup.any():
         raise UserError(
-            f"{path} line {_line(df, dup)}: duplicated id {_show(ids[dup].iloc[0])} in column '{id_col}'; "
+            f"{path} line {_line(df, dup)}: duplicated id {show_value(ids[dup].iloc[0])} in column '{id_col}'; "
             "ids must be unique"
         )
 
@@ -117,14 +117,14 @@ def encode_target(y: pd.Series, task: str, path: Path, target: str, positive: ob
         bad = values.isna()
         if bad.any():
             raise UserError(
-                f"{path} line {_line(y, bad)}: target '{target}' holds {_show(y[bad].iloc[0])}, not a number; "
+                f"{path} line {_line(y, bad)}: target '{target}' holds {show_value(y[bad].iloc[0])}, not a number; "
                 "a regression target must be numeric (or set data.task=binary/multiclass)"
             )
         return values.to_numpy(float), None
     classes = sorted(y.unique().tolist())
     if len(classes) < 2:
         raise UserError(
-            f"{path}: target '{target}' has a single class {_show(classes[0])}; a classifier needs at least two"
+            f"{path}: target '{target}' has a single class {show_value(classes[0])}; a classifier needs at least two"
         )
     if task == "binary" and len(classes) != 2:
         raise UserError(f"data.task=binary but target '{target}' has {len(classes)} classes; use data.task=multiclass")
@@ -163,7 +163,7 @@ def check_text(df: pd.DataFrame, col: str, path: Path) -> None:
     bad = ~s.map(lambda v: isinstance(v, str) and v.strip() != "")
     if bad.any():
         raise UserError(
-            f"{path} line {_line(df, bad)}: text column '{col}' holds {_show(s[bad].iloc[0])}; "
+            f"{path} line {_line(df, bad)}: text column '{col}' holds {show_value(s[bad].iloc[0])}; "
             "every row needs a non-empty string"
         )
 

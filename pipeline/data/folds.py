@@ -15,7 +15,7 @@ import pandas as pd
 from sklearn.model_selection import GroupKFold, KFold, StratifiedKFold, train_test_split
 
 from pipeline.artifacts import read_json, write_csv, write_json
-from pipeline.data.contract import Competition
+from pipeline.data.contract import Competition, show_value
 from pipeline.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -56,11 +56,10 @@ def cv_settings(cv, comp: Competition) -> dict:
 def _check_classes(settings: dict, comp: Competition) -> None:
     """Stratified and holdout splits need every class in every part."""
     scheme, counts = settings["scheme"], np.bincount(comp.y)
-    label = comp.classes[int(counts.argmin())]
-    label = label.item() if hasattr(label, "item") else label
+    label = show_value(comp.classes[int(counts.argmin())])
     if counts.min() < 2:
         raise UserError(
-            f"class {label!r} has a single row: stratified folds need at least 2 per class; drop "
+            f"class {label} has a single row: stratified folds need at least 2 per class; drop "
             "or relabel that row, or use cv.scheme=kfold"
         )
     if scheme == "holdout":
@@ -72,7 +71,7 @@ def _check_classes(settings: dict, comp: Competition) -> None:
             )
     elif counts.min() < settings["n_folds"]:
         raise UserError(
-            f"cv.n_folds={settings['n_folds']} is larger than the smallest class ({label!r}: "
+            f"cv.n_folds={settings['n_folds']} is larger than the smallest class ({label}: "
             f"{counts.min()} rows); use cv.n_folds={counts.min()} or fewer"
         )
 

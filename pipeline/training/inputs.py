@@ -172,16 +172,24 @@ def fold_datasets(
     tab = {"train": _take(tab_all, rows["train"]), "val": _take(tab_all, rows["val"]), "test": tab_test}
     if backbone is None:
         return _arrays({"tab": tab_all}, {"tab": tab_test}, rows, y), tab_dim
-    if mcfg.kind == "text":
-        ds = text_datasets(comp, backbone, cfg.data.max_length, cache_dir, rows, tab, y)
+    frozen = mcfg.finetune == "frozen"
+    if mcfg.kind == "text":  # frozen: every row is embedded once, so build the datasets over all rows
+        all_rows = {"train": np.arange(len(comp.train)), "val": np.arange(0)}
+        ds = text_datasets(
+            comp,
+            backbone,
+            cfg.data.max_length,
+            cache_dir,
+            all_rows if frozen else rows,
+            dict.fromkeys(tab) if frozen else tab,
+            y,
+        )
     else:
         ds = image_datasets(comp, backbone, mcfg, rows, tab, y)
-    if mcfg.finetune != "frozen":
+    if not frozen:
         return ds, backbone.dim + tab_dim
-    all_rows = {"train": np.arange(len(comp.train)), "val": np.arange(0)}
     if mcfg.kind == "text":
-        no_tab = dict.fromkeys(("train", "val", "test"))
-        ds["all"] = text_datasets(comp, backbone, cfg.data.max_length, cache_dir, all_rows, no_tab, y)["train"]
+        ds["all"] = ds["train"]
         extra = {"max_length": cfg.data.max_length}
     else:
         ds["all"] = ImageDataset(image_paths(comp, comp.train), ds["val"].transform)
