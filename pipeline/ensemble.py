@@ -31,7 +31,8 @@ def main(cfg: DictConfig) -> None:
         methods = build_methods(cfg.ensemble, ctx, stack)
         log.info("%d members, methods %s, metric %s", len(stack.names), [m.name for m in methods], ctx.metric.name)
         entries = evaluate_members(stack, ctx.metric)
-        entries += [evaluate_method(m, stack, ctx.metric) for m in methods]  # honest (nested) CV, then refit
+        # honest (nested) CV, then refit on all rows
+        entries += [evaluate_method(m, stack, ctx.metric, cfg.ensemble.n_jobs) for m in methods]
         chosen = choose(entries, ctx.metric)
         submission = build_submission(chosen.test_pred, stack.test_ids, ctx)
         board = leaderboard(entries, chosen, ctx.metric, with_test=stack.test_y is not None)

@@ -210,6 +210,17 @@ def test_complementary_members_ensemble_beats_both(fake: Fake, method: str) -> N
     assert entry.score.test > max(tests) + 0.05
 
 
+@pytest.mark.parametrize("method", ["weighted", "stacking"])
+def test_nested_fits_in_threads_give_the_serial_result(fake: Fake, method: str) -> None:
+    two_complementary(fake)
+    cfg, ctx, stack = load(fake, f"ensemble.method={method}")
+    serial, threads = (
+        evaluate_method(build_methods(cfg.ensemble, ctx, stack)[0], stack, ctx.metric, n_jobs) for n_jobs in (1, 2)
+    )
+    assert serial.score == threads.score
+    np.testing.assert_array_equal(serial.test_pred, threads.test_pred)
+
+
 def test_auto_picks_best_method_and_writes_everything(fake: Fake, capsys) -> None:
     two_complementary(fake)
     out = run_main(fake, capsys)
@@ -505,6 +516,18 @@ def test_vectorized_scores_equal_the_metric(task: str, metric: str) -> None:
     m, total, step = get_metric(metric, task), P[0] + P[1], 3
     expected = [m(y, ((total + p) / step).squeeze()) for p in P]
     np.testing.assert_allclose(batch_scorer(m, P, y)(total, step), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("classes", [2, 4])
+def test_vectorized_accuracy_breaks_ties_like_argmax(classes: int) -> None:
+    """Members that vote (one-hot) or sit on 1/2 tie classes often: the first tied class wins, as in argmax."""
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, classes, 400)
+    P = np.stack([np.eye(classes)[rng.integers(0, classes, 400)] for _ in range(3)]).astype(np.float32)
+    P[2] = 1 / classes  # a member that knows nothing: ties in every class
+    m, total, step = get_metric("accuracy", "multiclass"), P[0] + P[1], 3
+    expected = [m(y, (total + p) / step) for p in P]
+    assert batch_scorer(m, P, y)(total, step).tolist() == expected
 
 
 def test_holdout_rows_without_oof_are_left_out(tmp_path: Path, capsys) -> None:

@@ -14,7 +14,6 @@ from sklearn.base import BaseEstimator, clone, is_classifier, is_regressor
 from sklearn.compose import ColumnTransformer
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from threadpoolctl import threadpool_limits
 
 from pipeline.data.tabular import make_transformer
 from pipeline.ensembling.methods import ALL_TASKS, Method
@@ -84,19 +83,14 @@ class Stacking(Method):
     def fit(self, P: np.ndarray, y: np.ndarray, X: pd.DataFrame | None = None) -> "Stacking":
         self.n_columns_ = P.shape[2]
         n_member_inputs = len(P) * (1 if self.n_columns_ == 2 else self.n_columns_)
-        # one BLAS thread: the meta-learner's products are skinny (rows x inputs @ inputs x classes) and gain
-        # little from threads, while on a machine busy with training jobs OpenBLAS threads spin-wait: 6 fits on
-        # 20k rows x 100 inputs took 23.6 s with 2 threads and 1.1 s with 1 (2 CPUs, load average 7)
-        with threadpool_limits(limits=1, user_api="blas"):
-            self.model_ = self._model(n_member_inputs).fit(self._inputs(P, X), y)
+        self.model_ = self._model(n_member_inputs).fit(self._inputs(P, X), y)
         return self
 
     def predict(self, P: np.ndarray, X: pd.DataFrame | None = None) -> np.ndarray:
         inputs = self._inputs(P, X)
-        with threadpool_limits(limits=1, user_api="blas"):  # as in fit
-            if self.n_columns_ == 1:
-                return self.model_.predict(inputs).astype(np.float32)[:, None]
-            proba = self.model_.predict_proba(inputs)
+        if self.n_columns_ == 1:
+            return self.model_.predict(inputs).astype(np.float32)[:, None]
+        proba = self.model_.predict_proba(inputs)
         out = np.zeros((P.shape[1], self.n_columns_), np.float32)
         out[:, self.model_.classes_] = proba  # a class absent from the training folds gets probability 0
         return out

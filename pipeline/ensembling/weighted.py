@@ -33,18 +33,35 @@ def _per_chunk(P: np.ndarray, rows: int) -> int:
 
 
 def _accuracy(P: np.ndarray, y: np.ndarray) -> Scorer:
+    # classes as the leading axis: each candidate's top class is then elementwise maxima of contiguous row
+    # vectors, ~8x faster than argmax over a last axis of 10 classes
+    n = P.shape[1]
+    PT = np.ascontiguousarray(P.transpose(0, 2, 1))  # (members, classes, rows)
+    true = P[:, np.arange(n), y]  # (members, rows): each member's value for the true class
+    # 0 for the classes before the true one, -inf after: argmax gives a tie to the earlier class
+    earlier = np.where(np.arange(P.shape[2])[:, None] < y[None], 0, -np.inf).astype(np.float32)
+
     def scores(total: np.ndarray, step: int) -> np.ndarray:
         # a member adds at most 1 to any class, so rows whose top class leads the runner-up by more than 1
-        # keep their label whatever is added: only the contested rows need every candidate's argmax
+        # keep their label whatever is added: only the contested rows need every candidate's top class
         top2 = np.partition(total, -2, axis=1)[:, -2:]
-        contested = top2[:, 1] - top2[:, 0] <= 1.0
-        settled = int((total[~contested].argmax(axis=1) == y[~contested]).sum())
-        rows, base = np.flatnonzero(contested), total[contested]
-        hits, k = np.empty(len(P)), _per_chunk(P, len(rows))
-        for a in range(0, len(P), k):
-            cand = base[None] + P[a : a + k, rows]
-            hits[a : a + k] = (cand.argmax(axis=2) == y[rows]).sum(axis=1)
-        return (settled + hits) / len(y)
+        rows = np.flatnonzero(top2[:, 1] - top2[:, 0] <= 1.0)
+        fixed = 0
+        if len(rows) > n // 4:  # most rows: computing them all is cheaper than gathering them
+            rows = slice(None)
+        else:
+            settled = np.ones(n, bool)
+            settled[rows] = False
+            fixed = np.count_nonzero(total[settled].argmax(axis=1) == y[settled])
+        T, E = np.ascontiguousarray(total[rows].T), earlier[:, rows]
+        base, buf, hits = total[np.arange(n)[rows], y[rows]], np.empty_like(T), np.empty(len(P))
+        for j in range(len(P)):
+            np.add(T, PT[j][:, rows], out=buf)
+            t = base + true[j, rows]  # the same float32 sums as buf's true-class entries: equality is exact
+            hit = buf.max(axis=0) == t
+            hit &= np.add(buf, E, out=buf).max(axis=0) < t
+            hits[j] = np.count_nonzero(hit)
+        return (fixed + hits) / n
 
     return scores
 
