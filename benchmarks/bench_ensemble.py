@@ -165,7 +165,7 @@ def run_stage(root: Path, method: str, timer: Timer) -> list:
         entries.append(timer.step(step, evaluate_method, m, stack, ctx.metric, cfg.ensemble.n_jobs))
 
     def outputs() -> None:
-        chosen = choose(entries, ctx.metric)
+        chosen = choose(entries, ctx.metric, cfg.ensemble.select)
         board = leaderboard(entries, chosen, ctx.metric, with_test=True)
         write_outputs(ctx, stack, entries, chosen, build_submission(chosen.test_pred, stack.test_ids, ctx), board)
 

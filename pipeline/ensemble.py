@@ -33,7 +33,7 @@ def main(cfg: DictConfig) -> None:
         entries = evaluate_members(stack, ctx.metric)
         # honest (nested) CV, then refit on all rows
         entries += [evaluate_method(m, stack, ctx.metric, cfg.ensemble.n_jobs) for m in methods]
-        chosen = choose(entries, ctx.metric)
+        chosen = choose(entries, ctx.metric, cfg.ensemble.select)
         submission = build_submission(chosen.test_pred, stack.test_ids, ctx)
         board = leaderboard(entries, chosen, ctx.metric, with_test=stack.test_y is not None)
         path = write_outputs(ctx, stack, entries, chosen, submission, board)

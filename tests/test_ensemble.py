@@ -221,6 +221,23 @@ def test_nested_fits_in_threads_give_the_serial_result(fake: Fake, method: str) 
     np.testing.assert_array_equal(serial.test_pred, threads.test_pred)
 
 
+def test_one_se_rule_prefers_the_simpler_method_unless_the_gain_beats_its_noise() -> None:
+    from pipeline.ensembling.scoring import Entry, Score, choose
+
+    def entry(name: str, folds: list[float]) -> Entry:
+        return Entry("method", name, Score(float(np.mean(folds)), float(np.std(folds)), 0.0, folds), np.zeros((1, 1)))
+
+    m = get_metric("logloss", "binary")  # lower is better: the rule must follow the direction
+    mean = entry("mean", [0.30, 0.32, 0.31, 0.33, 0.29])
+    noisy_gain = entry("weighted", [0.29, 0.33, 0.30, 0.32, 0.29])  # better on average, by less than its noise
+    assert choose([mean, noisy_gain], m) is noisy_gain
+    assert choose([mean, noisy_gain], m, "one_se") is mean
+    clear_gain = entry("stacking", [0.28, 0.30, 0.29, 0.31, 0.27])  # 0.02 better on every fold
+    assert choose([mean, noisy_gain, clear_gain], m, "one_se") is clear_gain
+    with pytest.raises(UserError, match="unknown ensemble.select 'worst': choose one of best, one_se"):
+        choose([mean], m, "worst")
+
+
 def test_auto_picks_best_method_and_writes_everything(fake: Fake, capsys) -> None:
     two_complementary(fake)
     out = run_main(fake, capsys)

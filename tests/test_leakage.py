@@ -138,6 +138,20 @@ def test_ordinal_encoding_from_training_rows(rows: tuple[pd.DataFrame, ...]) -> 
     assert codes.tolist() == [0, 1, 2, -1, 2]  # x, y, z (rare: grouped), "new" (unknown), z
 
 
+def test_quantile_scaling_from_training_rows(rows: tuple[pd.DataFrame, ...]) -> None:
+    """Quantile scaling maps the training rows' own ranks to a normal distribution: values outside the training
+    range land on its extreme quantile, whatever the other rows hold."""
+    train, val, test = rows
+    features = TabularFeatures(NUMERIC, CATEGORICAL, scaling="quantile").fit(train)
+    quantiles = features.transformer.named_transformers_["num"][-1].quantiles_
+    imputed = train[NUMERIC].fillna(train[NUMERIC].median())
+    np.testing.assert_allclose(quantiles[[0, -1]], [imputed.min(), imputed.max()])
+    x = features.transform(val)[:, :2]  # 1e6, far above every training value
+    np.testing.assert_allclose(x, features.transform(train.iloc[[imputed["a"].argmax()]])[:, :2].max(), rtol=1e-5)
+    with pytest.raises(UserError, match="unknown data.numeric_scaling 'log': choose one of standard, quantile"):
+        TabularFeatures(NUMERIC, CATEGORICAL, scaling="log")
+
+
 def test_unknown_encoding_rejected() -> None:
     with pytest.raises(UserError, match="unknown data.categorical_encoding 'target': choose one of onehot, ordinal"):
         TabularFeatures(NUMERIC, CATEGORICAL, encoding="target")

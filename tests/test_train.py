@@ -195,6 +195,22 @@ def test_regression_and_multiclass_tabular(make_comp, tmp_path):
     assert list(pd.read_csv(folder / "oof.csv").columns) == ["id", "3", "7", "10"]
 
 
+@pytest.mark.parametrize("preset", ["tabular_hgb", "tabular_lgbm"])
+def test_tree_presets_serve_every_task(make_comp, tmp_path, preset):
+    """One preset names a ...Classifier; regression gets its ...Regressor twin, classification keeps it."""
+    small = ("model.head.estimator.max_iter=5" if preset == "tabular_hgb" else "model.head.estimator.n_estimators=5",)
+    reg = make_comp(labels=(0.5, 1.7, 2.25, 3.1, 4.8, 5.05, 6.6), name="reg")
+    metrics, folder = run(config(reg, tmp_path / "r", f"model={preset}", *small))
+    assert metrics["task"] == "regression" and np.isfinite(pd.read_csv(folder / "oof.csv")["prediction"]).all()
+    multi = make_comp(labels=(3, 7, 10), name="multi")
+    metrics, folder = run(config(multi, tmp_path / "m", f"model={preset}", *small))
+    probs = pd.read_csv(folder / "oof.csv")[["3", "7", "10"]].to_numpy()
+    assert np.allclose(probs.sum(axis=1), 1)
+    wrong = "model.head.estimator={_target_: sklearn.linear_model.LogisticRegression}"
+    with pytest.raises(UserError, match="LogisticRegression does not fit a regression task: pick a regressor"):
+        run(config(reg, tmp_path / "w", "model=tabular", "model.head.type=sklearn", wrong))
+
+
 @pytest.mark.parametrize("optimizer", ["adamw", "rmsprop", "adagrad", "lbfgs"])
 def test_optimizers(make_comp, tmp_path, optimizer):
     metrics, _ = run(config(make_comp(), tmp_path, "model=tabular", f"optimizer={optimizer}", "trainer.max_epochs=1"))

@@ -7,12 +7,13 @@ import pandas as pd
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import MissingIndicator, SimpleImputer
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
+from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, QuantileTransformer, StandardScaler
 
 from pipeline.errors import UserError
 
 log = logging.getLogger(__name__)
 ENCODINGS = ("onehot", "ordinal")
+SCALINGS = ("standard", "quantile")
 
 
 def split_columns(df: pd.DataFrame, cols: list[str], explicit: bool = False) -> tuple[list[str], list[str]]:
@@ -51,14 +52,27 @@ def split_columns(df: pd.DataFrame, cols: list[str], explicit: bool = False) -> 
 
 
 def make_transformer(
-    numeric: list[str], categorical: list[str], encoding: str = "onehot", min_frequency: int = 10
+    numeric: list[str],
+    categorical: list[str],
+    encoding: str = "onehot",
+    min_frequency: int = 10,
+    scaling: str = "standard",
 ) -> ColumnTransformer:
-    """Median-impute + z-score numerics; most-frequent-impute + encode categoricals; flag missing values.
+    """Median-impute + scale numerics; most-frequent-impute + encode categoricals; flag missing values.
 
-    Categories seen fewer than `min_frequency` times in the training rows are grouped into one level.
+    `scaling`: `standard` (z-score) or `quantile` (ranks mapped to a normal distribution: heavy-tailed columns
+    such as amounts stop squashing every other value near 0; helps networks, not trees). Categories seen fewer
+    than `min_frequency` times in the training rows are grouped into one level.
     """
     if encoding not in ENCODINGS:
         raise UserError(f"unknown data.categorical_encoding '{encoding}': choose one of {', '.join(ENCODINGS)}")
+    if scaling not in SCALINGS:
+        raise UserError(f"unknown data.numeric_scaling '{scaling}': choose one of {', '.join(SCALINGS)}")
+    scaler = (
+        StandardScaler()
+        if scaling == "standard"
+        else QuantileTransformer(n_quantiles=1000, output_distribution="normal", subsample=100_000, random_state=0)
+    )
     encoder = (
         OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=min_frequency, sparse_output=False)
         if encoding == "onehot"
@@ -66,7 +80,7 @@ def make_transformer(
     )
     return ColumnTransformer(
         [
-            ("num", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), numeric),
+            ("num", make_pipeline(SimpleImputer(strategy="median"), scaler), numeric),
             ("cat", make_pipeline(SimpleImputer(strategy="most_frequent"), encoder), categorical),
             ("missing", MissingIndicator(features="missing-only", error_on_new=False), numeric + categorical),
         ],
@@ -85,9 +99,11 @@ def _as_object(df: pd.DataFrame, categorical: list[str]) -> pd.DataFrame:
 class TabularFeatures:
     """Fit on a fold's training rows, then transform any rows (validation, test) with those statistics."""
 
-    def __init__(self, numeric: list[str], categorical: list[str], encoding: str = "onehot", min_frequency: int = 10):
+    def __init__(
+        self, numeric: list[str], categorical: list[str], encoding="onehot", min_frequency=10, scaling="standard"
+    ):
         self.numeric, self.categorical = numeric, categorical
-        self.transformer = make_transformer(numeric, categorical, encoding, min_frequency)
+        self.transformer = make_transformer(numeric, categorical, encoding, min_frequency, scaling)
 
     def fit(self, df: pd.DataFrame) -> "TabularFeatures":
         self.transformer.fit(_as_object(df, self.categorical))

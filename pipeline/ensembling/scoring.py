@@ -18,6 +18,7 @@ from threadpoolctl import threadpool_limits
 
 from pipeline.ensembling.members import Stack
 from pipeline.ensembling.methods import Method
+from pipeline.errors import UserError
 from pipeline.metrics import Metric
 
 log = logging.getLogger(__name__)
@@ -110,12 +111,27 @@ def evaluate_method(method: Method, stack: Stack, metric: Metric, n_jobs: int = 
     return Entry("method", method.name, s, test, final, seconds)
 
 
-def choose(entries: list[Entry], metric: Metric) -> Entry:
-    """The method with the best honest CV mean; ties keep the earlier (simpler) one."""
-    best = None
-    for e in entries:
-        if e.kind == "method" and (best is None or metric.better(e.score.cv_mean, best.score.cv_mean)):
+SELECTIONS = ("best", "one_se")
+
+
+def choose(entries: list[Entry], metric: Metric, select: str = "best") -> Entry:
+    """The method with the best honest CV mean (ties keep the earlier, simpler one); with `one_se`, the simplest
+    method whose per-fold scores trail the best one's by no more than one standard error of their difference
+    (Breiman's one-standard-error rule: a CV gain smaller than its own noise does not pay for complexity)."""
+    if select not in SELECTIONS:
+        raise UserError(f"unknown ensemble.select '{select}': choose one of {', '.join(SELECTIONS)}")
+    methods = [e for e in entries if e.kind == "method"]
+    best = methods[0]
+    for e in methods[1:]:
+        if metric.better(e.score.cv_mean, best.score.cv_mean):
             best = e
+    if select == "best" or len(best.score.folds) < 2:
+        return best
+    sign = 1 if metric.greater_is_better else -1
+    for e in methods:  # the registry's order: simplest first
+        lag = sign * (np.array(best.score.folds) - np.array(e.score.folds))
+        if lag.mean() <= lag.std(ddof=1) / np.sqrt(len(lag)):
+            return e
     return best
 
 

@@ -47,7 +47,13 @@ def fit_tabular(comp: Competition, data_cfg, train_rows: np.ndarray):
     if not comp.feature_cols:
         return None, None, None, 0
     numeric, categorical = split_columns(comp.train, comp.feature_cols, data_cfg.get("feature_cols") is not None)
-    tab = TabularFeatures(numeric, categorical, data_cfg.categorical_encoding, data_cfg.rare_min_frequency)
+    tab = TabularFeatures(
+        numeric,
+        categorical,
+        data_cfg.categorical_encoding,
+        data_cfg.rare_min_frequency,
+        data_cfg.get("numeric_scaling", "standard"),
+    )
     tab.fit(comp.train.iloc[train_rows])
     return tab, tab.transform(comp.train), tab.transform(comp.test), len(tab.names)
 

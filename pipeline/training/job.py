@@ -31,6 +31,8 @@ def spec(cfg) -> dict:
     """Everything that determines a model's predictions (besides the data and folds)."""
     trainer = {k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items() if k not in COSMETIC}
     data = {k: cfg.data.get(k) for k in ("feature_cols", "categorical_encoding", "rare_min_frequency", "max_length")}
+    if cfg.data.get("numeric_scaling", "standard") != "standard":  # added later: the default keeps older ids
+        data["numeric_scaling"] = cfg.data.numeric_scaling
     return {
         "model": OmegaConf.to_container(cfg.model, resolve=True),
         "optimizer": OmegaConf.to_container(cfg.optimizer, resolve=True),

@@ -11,8 +11,11 @@ import hydra
 import lightning as L
 import numpy as np
 import torch
+from hydra.errors import InstantiationException
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
+from sklearn.base import is_classifier, is_regressor
+from threadpoolctl import threadpool_limits
 
 from pipeline.data.contract import Competition
 from pipeline.errors import UserError
@@ -144,24 +147,44 @@ def _all_classes(est, proba: np.ndarray, n_classes: int) -> np.ndarray:
     return full
 
 
+def sklearn_estimator(spec, task: str):
+    """Instantiate `model.head.estimator`, swapping a ...Classifier for its ...Regressor twin (and back) when the
+    task needs it, so one preset (HistGradientBoosting, LightGBM, RandomForest, ...) serves every task."""
+    target = str(spec._target_)
+    want, other = ("Regressor", "Classifier") if task == "regression" else ("Classifier", "Regressor")
+    if target.endswith(other):
+        target = target[: -len(other)] + want
+        log.info("task %s: using %s", task, target)
+    try:
+        est = hydra.utils.instantiate(spec, _target_=target)
+    except InstantiationException as e:
+        raise UserError(f"model.head.estimator {target} could not be built: {str(e).splitlines()[0]}") from e
+    if is_classifier(est) if task == "regression" else is_regressor(est):
+        raise UserError(f"model.head.estimator {target} does not fit a {task} task: pick a {want.lower()}")
+    return est
+
+
 def fit_sklearn(cfg, comp: Competition, datasets: dict, start: float) -> dict:
     """A scikit-learn estimator as the head, on tabular features and/or frozen embeddings."""
     if not isinstance(datasets["train"], ArrayDataset):
         raise UserError("model.head.type=sklearn needs features: use model.finetune=frozen (or model=tabular)")
-    est = hydra.utils.instantiate(cfg.model.head.estimator)
-    x, y = _features(datasets["train"]), datasets["train"].arrays["y"].numpy()
-    est.fit(x, y)
-    if comp.task == "regression":
-        val, test = (est.predict(_features(datasets[p])) for p in ("val", "test"))
-    elif hasattr(est, "predict_proba"):
-        val, test = (
-            _all_classes(est, est.predict_proba(_features(datasets[p])), len(comp.classes)) for p in ("val", "test")
-        )
-    else:
+    est = sklearn_estimator(cfg.model.head.estimator, comp.task)
+    threads = torch.get_num_threads()  # the job's share of the cores (`threads`, or cores / parallel jobs)
+    if "n_jobs" in est.get_params() and est.get_params()["n_jobs"] is None:
+        est.set_params(n_jobs=threads)  # RandomForest, LightGBM, ...
+    if comp.task != "regression" and not hasattr(est, "predict_proba"):
         raise UserError(
             f"model.head.estimator {type(est).__name__} has no predict_proba; pick a probabilistic "
             "classifier (e.g. LogisticRegression, or SVC with probability=true)"
         )
+    with threadpool_limits(limits=threads):  # OpenMP estimators (HistGradientBoosting) and BLAS alike
+        est.fit(_features(datasets["train"]), datasets["train"].arrays["y"].numpy())
+        if comp.task == "regression":
+            val, test = (est.predict(_features(datasets[p])) for p in ("val", "test"))
+        else:
+            val, test = (
+                _all_classes(est, est.predict_proba(_features(datasets[p])), len(comp.classes)) for p in ("val", "test")
+            )
     score = comp.metric(datasets["val"].arrays["y"].numpy(), val)
     hist = [{"epoch": 0, "train_loss": float("nan"), "val_loss": float("nan"), "val_metric": score}]
     return {
