@@ -159,7 +159,7 @@ def run_stage(root: Path, method: str, timer: Timer) -> list:
         cfg = compose("ensemble", overrides=overrides)
     ctx = timer.step("read competition + folds", load_context, root / "out", cfg.data)
     stack = timer.step("load + validate members", load_members, ctx, cfg.ensemble)
-    entries = timer.step("members' CV", evaluate_members, stack, ctx.metric)
+    entries = timer.step("members' CV", evaluate_members, stack, ctx.metric, cfg.ensemble.n_jobs)
     for m in build_methods(cfg.ensemble, ctx, stack):
         step = f"{m.name} (nested CV + refit)"
         entries.append(timer.step(step, evaluate_method, m, stack, ctx.metric, cfg.ensemble.n_jobs))

@@ -30,7 +30,7 @@ def main(cfg: DictConfig) -> None:
         stack = load_members(ctx, cfg.ensemble)  # every complete model, validated against the folds
         methods = build_methods(cfg.ensemble, ctx, stack)
         log.info("%d members, methods %s, metric %s", len(stack.names), [m.name for m in methods], ctx.metric.name)
-        entries = evaluate_members(stack, ctx.metric)
+        entries = evaluate_members(stack, ctx.metric, cfg.ensemble.n_jobs)
         # honest (nested) CV, then refit on all rows
         entries += [evaluate_method(m, stack, ctx.metric, cfg.ensemble.n_jobs) for m in methods]
         chosen = choose(entries, ctx.metric, cfg.ensemble.select)

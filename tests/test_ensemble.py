@@ -478,6 +478,7 @@ def test_rank_is_invariant_to_monotone_transforms(tmp_path: Path, task: str) -> 
         warped[1] = P[1] ** 3 / 2
     assert not np.allclose(Mean().predict(P), Mean().predict(warped))
     np.testing.assert_allclose(Rank().predict(P), Rank().predict(warped), atol=1e-6)
+    np.testing.assert_array_equal(Rank(n_jobs=2).predict(P), Rank().predict(P))  # threads: the same sums
     assert Rank().predict(P).min() >= 0 and Rank().predict(P).max() <= 1
 
 

@@ -8,6 +8,7 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 import pandas as pd
+from joblib import Parallel, delayed
 
 from pipeline.metrics import CLASSIFICATION
 
@@ -76,11 +77,19 @@ class Rank(Method):
     name = "rank"
     tasks = CLASSIFICATION
 
+    def __init__(self, n_jobs: int = 1):
+        self.n_jobs = n_jobs  # threads ranking members (numpy's sorts release the GIL)
+
     def predict(self, P: np.ndarray, X: pd.DataFrame | None = None) -> np.ndarray:
         cols = P[:, :, 1:] if P.shape[2] == 2 else P  # binary: P(class 0) is 1 - P(class 1), the same order
         total = np.zeros(cols.shape[1:], np.float64)
-        for member in cols:  # one member at a time: float64 ranks of all 50 at once would take 400 MB
-            total += average_ranks(np.ascontiguousarray(member.T)).T  # ties share a rank: equal inputs stay equal
+        # ranks summed as they come, a few members at a time: float64 ranks of all 50 at once would take 400 MB;
+        # ties share a rank, so equal inputs stay equal
+        ranks = Parallel(n_jobs=self.n_jobs, prefer="threads", return_as="generator")(
+            delayed(average_ranks)(np.ascontiguousarray(member.T)) for member in cols
+        )
+        for r in ranks:
+            total += r.T
         scaled = (total / len(P) - 1) / max(P.shape[1] - 1, 1)
         if P.shape[2] == 2:
             return np.hstack([1 - scaled, scaled]).astype(np.float32)

@@ -21,6 +21,8 @@ def _build(name: str, cfg: DictConfig, ctx: Context, stack: Stack) -> Method:
         # passthrough: attach the tabular features to the stack, for every fit to slice like the OOF rows
         features = add_features(stack, ctx) if cfg.stacking.passthrough else ([], [])
         return Stacking(meta_learner(cfg.stacking, ctx.task), bool(cfg.stacking.logit), *features)
+    if name == "rank":
+        return Rank(int(cfg.get("n_jobs", 1)))
     return METHODS[name]()
 
 

@@ -72,14 +72,16 @@ def _test_score(metric: Metric, stack: Stack, pred: np.ndarray) -> float | None:
     return None if stack.test_y is None else metric(stack.test_y, metric_input(pred))
 
 
-def evaluate_members(stack: Stack, metric: Metric) -> list[Entry]:
-    """Each member's CV over the same folds as the methods (so that the numbers compare)."""
-    entries = []
-    for name, oof, test in zip(stack.names, stack.oof, stack.test, strict=True):
-        s = score(metric, stack.y, oof, stack.folds)
-        s.test = _test_score(metric, stack, test)
-        entries.append(Entry("member", name, s, test))
-    return entries
+def _member_entry(name: str, oof: np.ndarray, test: np.ndarray, stack: Stack, metric: Metric) -> Entry:
+    s = score(metric, stack.y, oof, stack.folds)
+    s.test = _test_score(metric, stack, test)
+    return Entry("member", name, s, test)
+
+
+def evaluate_members(stack: Stack, metric: Metric, n_jobs: int = 1) -> list[Entry]:
+    """Each member's CV over the same folds as the methods (so that the numbers compare), in `n_jobs` threads."""
+    members = zip(stack.names, stack.oof, stack.test, strict=True)
+    return Parallel(n_jobs=n_jobs, prefer="threads")(delayed(_member_entry)(*m, stack, metric) for m in members)
 
 
 def evaluate_method(method: Method, stack: Stack, metric: Metric, n_jobs: int = 1) -> Entry:
