@@ -4,7 +4,7 @@ from omegaconf import DictConfig
 
 from pipeline.ensembling.members import Context, Stack, add_features
 from pipeline.ensembling.methods import Geometric, Mean, Method, Rank, Vote
-from pipeline.ensembling.scoring import SELECTIONS
+from pipeline.ensembling.scoring import check_select
 from pipeline.ensembling.stacking import Stacking, meta_learner
 from pipeline.ensembling.weighted import Weighted
 from pipeline.errors import UserError
@@ -28,8 +28,7 @@ def _build(name: str, cfg: DictConfig, ctx: Context, stack: Stack) -> Method:
 
 def build_methods(cfg: DictConfig, ctx: Context, stack: Stack) -> list[Method]:
     """The methods `ensemble.method` asks for that fit the task (rank, geometric and vote: classification)."""
-    if cfg.get("select", "best") not in SELECTIONS:  # checked before the work, not after it
-        raise UserError(f"unknown ensemble.select '{cfg.select}': choose one of {', '.join(SELECTIONS)}")
+    check_select(cfg.get("select", "best"))  # before the work, not after it
     fits = [n for n, m in METHODS.items() if ctx.task in m.tasks]
     if cfg.method == "auto":
         names = fits

@@ -116,12 +116,16 @@ def evaluate_method(method: Method, stack: Stack, metric: Metric, n_jobs: int = 
 SELECTIONS = ("best", "one_se")
 
 
+def check_select(select: str) -> None:
+    if select not in SELECTIONS:
+        raise UserError(f"unknown ensemble.select '{select}': choose one of {', '.join(SELECTIONS)}")
+
+
 def choose(entries: list[Entry], metric: Metric, select: str = "best") -> Entry:
     """The method with the best honest CV mean (ties keep the earlier, simpler one); with `one_se`, the simplest
     method whose per-fold scores trail the best one's by no more than one standard error of their difference
     (Breiman's one-standard-error rule: a CV gain smaller than its own noise does not pay for complexity)."""
-    if select not in SELECTIONS:
-        raise UserError(f"unknown ensemble.select '{select}': choose one of {', '.join(SELECTIONS)}")
+    check_select(select)
     methods = [e for e in entries if e.kind == "method"]
     best = methods[0]
     for e in methods[1:]:
