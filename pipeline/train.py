@@ -1,8 +1,8 @@
-"""Entry point: prepare the competition's data, then train one model spec over all folds.
+"""Entry point: prepare the competition's data, then train one model spec over all folds, or a planned zoo.
 
-python -m pipeline.train                                   # the default competition and model
-python -m pipeline.train -m experiment=mnist               # its zoo (a Hydra multirun)
-python -m pipeline.train data=csv data.train_csv=data/comp/train.csv data.target=label model=tabular
+python -m pipeline.train -m experiment=auto data=csv data.train_csv=data/comp/train.csv data.target=label
+python -m pipeline.train data=csv data.train_csv=data/comp/train.csv data.target=label   # one default model
+python -m pipeline.train -m experiment=mnist               # a demo's hand-made zoo (a Hydra multirun)
 """
 
 import logging
@@ -16,7 +16,9 @@ from omegaconf import DictConfig
 from pipeline.advisor import advise_after, advise_before
 from pipeline.errors import user_errors
 from pipeline.prepare import prepare
+from pipeline.training.auto import Member, default_model
 from pipeline.training.job import train_job
+from pipeline.training.zoo import compose_member, train_zoo
 
 log = logging.getLogger(__name__)
 
@@ -41,19 +43,33 @@ def main(cfg: DictConfig) -> float | None:
         if threads:
             torch.set_num_threads(threads)  # parallel jobs share the cores instead of oversubscribing them
             log.info("torch threads: %d", threads)
-        advice = advise_before(cfg)  # the rules of thumb on the config: warnings (errors with advisor.strict=true)
         log.info("preparing data: %s", cfg.name)
         prep = prepare(cfg)
-        log.info(
-            "training: model=%s finetune=%s head=%s seed=%s",
-            cfg.model.kind,
-            cfg.model.get("finetune"),
-            cfg.model.head.type,
-            cfg.seed,
-        )
-        metrics = train_job(cfg, prep)
-        advise_after(cfg, prep.out_dir / "models" / metrics["model_id"], advice)  # regularization vs the curves
-        return metrics["cv_score"]  # the value an Optuna sweeper would optimize
+        overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+        if cfg.zoo.auto:  # experiment=auto: members chosen from the competition's views, rows and budget
+            members = train_zoo(cfg, prep, overrides, fit)
+            scores = [m.cv_score for m in members if m.cv_score is not None]
+            return max(scores, key=lambda s: s if prep.comp.metric.greater_is_better else -s) if scores else None
+        if cfg.model.kind == "auto":  # no model= given: the modality's best single default
+            name = default_model(prep.comp)
+            log.info("model: %s (the default for this competition's data; model=<preset> picks another)", name)
+            cfg = compose_member(overrides, Member([f"model={name}"], "", 0))
+        return fit(cfg, prep)["cv_score"]  # the value an Optuna sweeper would optimize
+
+
+def fit(cfg: DictConfig, prep) -> dict:
+    """One model spec over all folds, checked against the rules of thumb before and after training."""
+    advice = advise_before(cfg)  # warnings (errors with advisor.strict=true)
+    log.info(
+        "training: model=%s finetune=%s head=%s seed=%s",
+        cfg.model.kind,
+        cfg.model.get("finetune"),
+        cfg.model.head.type,
+        cfg.seed,
+    )
+    metrics = train_job(cfg, prep)
+    advise_after(cfg, prep.out_dir / "models" / metrics["model_id"], advice)  # regularization vs the curves
+    return metrics
 
 
 if __name__ == "__main__":

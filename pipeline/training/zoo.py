@@ -1,12 +1,23 @@
-"""The zoo's summary: every trained member of a competition with its CV score."""
+"""The zoo: `experiment=auto` trains a planned zoo within a time budget (zoo.json records it), and the member
+table printed after every run lists each trained member of a competition with its CV score."""
 
 import json
 import logging
+import time
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
+import hydra
 import pandas as pd
+import torch
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+
+from pipeline.artifacts import write_json
+from pipeline.data.contract import load_competition
+from pipeline.prepare import Prepared
+from pipeline.training.auto import COST, Member, plan, skewed_positive
 
 log = logging.getLogger(__name__)
 
@@ -52,3 +63,125 @@ class MemberTable(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         self._print(config)
+
+
+# -- experiment=auto: plan the zoo, train it within the budget, record it in zoo.json ----------------------
+def compose_member(overrides: list[str], member: Member) -> DictConfig:
+    """The user's command line with the member's overrides; the member's win where both set a key."""
+    keys = {_key(o) for o in member.overrides}
+    kept = [o for o in overrides if _key(o) not in keys]
+    return hydra.compose("train", overrides=[*kept, *member.overrides])
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+class Zoo:
+    """Trains planned members one after another while the time budget lasts; zoo.json follows every step."""
+
+    def __init__(self, cfg: DictConfig, prep: Prepared, overrides: list[str], fit: Callable):
+        self.cfg, self.prep, self.overrides, self.fit = cfg, prep, overrides, fit
+        self.start, self.budget = time.time(), float(cfg.zoo.budget_minutes) * 60
+        self.members: list[Member] = []
+        self.doc = {
+            "budget_minutes": cfg.zoo.budget_minutes,
+            "gpu": torch.cuda.is_available(),
+            "task": prep.comp.task,
+            "rows": len(prep.comp.train),
+            "views": {
+                "tabular": len(prep.comp.feature_cols),
+                "text": prep.comp.text_col,
+                "image": prep.comp.image_col,
+            },
+            "target_transform": None,
+        }
+
+    @property
+    def elapsed(self) -> float:
+        return time.time() - self.start
+
+    def run(self, m: Member) -> Member:
+        """Train one member (or find it complete); a member that fails is recorded and the zoo goes on."""
+        if m not in self.members:
+            self.members.append(m)
+        if self.members.index(m) > 0 and self.elapsed + m.cost > self.budget:
+            m.status = "skipped"
+            m.note = f"over the budget: ~{m.cost:.0f} s needed, {max(0, self.budget - self.elapsed):.0f} s left"
+            log.info("zoo: skipping %s (%s)", " ".join(m.overrides), m.note)
+            return self.save(m)
+        log.info(
+            "zoo: member %d/%d: %s  [%s]", self.members.index(m) + 1, len(self.members), m.why, " ".join(m.overrides)
+        )
+        t = time.time()
+        try:
+            mcfg = compose_member(self.overrides, m)
+            prep = self.prep if mcfg.data == self.cfg.data else replace(self.prep, comp=load_competition(mcfg.data))
+            metrics = self.fit(mcfg, prep)
+            m.status, m.model_id, m.cv_score = "trained", metrics["model_id"], metrics["cv_score"]
+        except Exception as e:  # one member's failure (a missing library, a bad override) must not sink the zoo
+            m.status, m.note = "failed", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            log.error("zoo: member failed (%s): %s", " ".join(m.overrides), m.note)
+        m.seconds = round(time.time() - t, 1)
+        return self.save(m)
+
+    def save(self, m: Member) -> Member:
+        members = [x.as_dict() for x in self.members]
+        doc = self.doc | {"seconds": round(self.elapsed, 1), "members": members}
+        write_json(doc, self.prep.out_dir / "zoo.json")
+        return m
+
+
+def choose_transform(zoo: Zoo) -> list[str]:
+    """On a skewed, non-negative regression target, LightGBM on the raw and the log1p target: CV picks."""
+    comp = zoo.prep.comp
+    if zoo.cfg.zoo.target_transform != "auto" or comp.task != "regression" or not comp.feature_cols:
+        return []
+    if not skewed_positive(comp.y):
+        return []
+    cost = len(comp.train) / 1000 * COST["gbm"]
+    raw = zoo.run(Member(["model=tabular_lgbm", "seed=0"], "LightGBM on the raw target (transform pilot)", cost))
+    logged = zoo.run(
+        Member(
+            ["model=tabular_lgbm", "seed=0", "model.target_transform=log1p"],
+            "LightGBM on log1p(target) (transform pilot)",
+            cost,
+        )
+    )
+    if raw.cv_score is None or logged.cv_score is None:
+        return []
+    better = comp.metric.better(logged.cv_score, raw.cv_score)
+    zoo.doc["target_transform"] = "log1p" if better else "none"
+    log.info(
+        "zoo: target transform %s (CV %.5f with log1p vs %.5f raw)",
+        zoo.doc["target_transform"],
+        logged.cv_score,
+        raw.cv_score,
+    )
+    return ["model.target_transform=log1p"] if better else []
+
+
+def train_zoo(cfg: DictConfig, prep: Prepared, overrides: list[str], fit: Callable) -> list[Member]:
+    """Plan the zoo from the competition's views, rows and task, then train it member by member within budget."""
+    zoo = Zoo(cfg, prep, overrides, fit)
+    tt = choose_transform(zoo)
+    backbone = compose_member(overrides, Member(["model=image"], "", 0)).model.backbone.name
+    done = {tuple(m.overrides) for m in zoo.members}
+    skip = list(cfg.zoo.skip)
+    planned = [
+        m
+        for m in plan(prep.comp, zoo.doc["gpu"], tt, backbone)
+        if tuple(m.overrides) not in done and not any(s in " ".join(m.overrides) for s in skip)
+    ]
+    log.info(
+        "zoo plan (%d members, budget %.0f min, %s):\n%s",
+        len(planned),
+        zoo.budget / 60,
+        "GPU" if zoo.doc["gpu"] else "CPU",
+        "\n".join(f"  tier {m.tier}  ~{m.cost:5.0f} s  {m.why}" for m in planned),
+    )
+    for m in planned:
+        zoo.run(m)
+    trained = sum(m.status == "trained" for m in zoo.members)
+    log.info("zoo: %d members trained in %.0f s; see %s", trained, zoo.elapsed, prep.out_dir / "zoo.json")
+    return zoo.members

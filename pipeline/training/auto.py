@@ -1,0 +1,202 @@
+"""`experiment=auto`: plan a diverse zoo from what the prepared competition holds, sized by a time budget.
+
+The plan is a list of members, each a list of Hydra overrides on top of the user's command line, with the reason
+it is there and its estimated cost. Tier 0 holds cheap, strong members that differ by construction (learner,
+view of the data, encoding); tier 1 second seeds and finetunes; tier 2 extra seeds and larger inputs. Members are
+trained tier by tier while the budget lasts. Costs are seconds on the 2-core CPU this project is developed on
+(5 folds) per 1,000 training rows, measured on the demos; on a GPU the torch members' costs shrink GPU_SPEEDUP x.
+"""
+
+import logging
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+
+from pipeline.data.contract import Competition
+
+log = logging.getLogger(__name__)
+GPU_SPEEDUP = 10.0  # mnist finetune: 165 s on an H200 vs ~750 s per member on 2 CPU cores; more at larger inputs
+IMAGE_FINETUNE_PX = {False: 48, True: 160}  # CPU: 48 px keeps a finetune ~6 min for 4k images; GPU: near native
+
+# seconds per 1,000 training rows for 5 folds on 2 CPU cores
+COST = {
+    "gbm": 2.0,  # LightGBM / XGBoost, early-stopped on each fold's validation rows
+    "catboost": 6.0,
+    "tabular_mlp": 1.5,
+    "tfidf": 2.5,
+    "frozen_head": 1.0,  # a head on cached embeddings
+    "text_embed": 12.0,  # all-MiniLM-L6-v2 over every train and test row, once, shared by every frozen head
+    "image_embed": 25.0,  # EfficientNet-Lite0 at 224 px over every train and test row (+ flips for TTA), once
+    "image_finetune": 95.0,  # EfficientNet-Lite0 at 48 px, 3 epochs x 5 folds
+    "text_finetune": 400.0,  # all-MiniLM-L6-v2 at 64 tokens, 2 epochs x 5 folds
+}
+
+
+@dataclass
+class Member:
+    """One zoo member: overrides on top of the user's command line, why it is there, its estimated cost."""
+
+    overrides: list[str]
+    why: str
+    cost: float  # estimated seconds
+    tier: int = 0
+    status: str = "planned"  # planned | trained | skipped | failed
+    model_id: str | None = None
+    seconds: float | None = None
+    cv_score: float | None = None
+    note: str = ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def default_model(comp: Competition) -> str:
+    """The modality's best single default (a `conf/model/` preset), for a run without `model=`."""
+    if comp.image_col:
+        return "image"  # the pretrained EfficientNet-Lite0 finetuned at 1/10 of the head's LR
+    if comp.text_col:
+        return "text"  # a head on frozen all-MiniLM-L6-v2 sentence embeddings (+ the tabular features)
+    return "tabular_lgbm"
+
+
+def skewed_positive(y: np.ndarray) -> bool:
+    """A non-negative target with a long right tail (skew > 1), e.g. prices or counts: log1p may fit better."""
+    y = np.asarray(y, dtype=float)
+    if y.min() < 0 or y.std() == 0:
+        return False
+    return float(((y - y.mean()) ** 3).mean() / y.std() ** 3) > 1.0
+
+
+def reseed(m: Member, seed: int, tier: int) -> Member:
+    overrides = [f"seed={seed}" if o.startswith("seed=") else o for o in m.overrides]
+    return Member(overrides, f"{m.why} (seed {seed})", m.cost, tier)
+
+
+def linear_head(task: str) -> str:
+    """A linear sklearn head on embeddings: the 'frozen features + linear model' anchor, as a member."""
+    est = (
+        "{_target_:sklearn.linear_model.Ridge,alpha:1.0}"
+        if task == "regression"
+        else "{_target_:sklearn.linear_model.LogisticRegression,C:1.0,max_iter:3000}"
+    )
+    return f"model.head.estimator={est}"
+
+
+def lgbm_head() -> list[str]:
+    """LightGBM on embeddings joined with the tabular features (Classifier becomes Regressor by task)."""
+    est = "{_target_:lightgbm.LGBMClassifier,n_estimators:3000,learning_rate:0.05,colsample_bytree:0.5,verbose:-1}"
+    return ["model.head.type=sklearn", f"model.head.estimator={est}"]
+
+
+def tabular_members(comp: Competition, mixed: bool) -> list[Member]:
+    """Trees from three libraries, an MLP and a second encoding: different by construction, then more seeds."""
+    k, gbm, mlp = len(comp.train) / 1000, COST["gbm"], COST["tabular_mlp"]
+    cats = any(not pd.api.types.is_numeric_dtype(comp.train[c]) for c in comp.feature_cols)
+    core = [
+        Member(["model=tabular_lgbm", "seed=0"], "LightGBM, early-stopped per fold: a strong default", k * gbm),
+        Member(
+            ["model=tabular_catboost", "seed=0"],
+            "CatBoost: ordered boosting, native categoricals",
+            k * COST["catboost"],
+        ),
+        Member(["model=tabular", "seed=0"], "MLP on standardized features: smooth, unlike trees", k * mlp),
+        Member(["model=tabular_xgb", "seed=0"], "XGBoost: depth-wise trees, a third library", k * gbm),
+    ]
+    if cats:
+        core.append(
+            Member(
+                ["model=tabular_lgbm", "data.categorical_encoding=ordinal", "seed=0"],
+                "LightGBM on ordinal-coded categoricals: another encoding of the same columns",
+                k * gbm,
+            )
+        )
+    if mixed:  # beside text or images: the tabular view's two strongest members first, the rest later
+        for m in core[2:]:
+            m.tier = 1
+        return core
+    return core + [reseed(m, s, s) for s in (1, 2) for m in core[:3]]
+
+
+def text_members(comp: Competition, gpu: bool, has_tab: bool) -> list[Member]:
+    """TF-IDF (text view), heads on frozen MiniLM embeddings (joined with the tabular features), a finetune."""
+    k = len(comp.train) / 1000
+    only_text = ["data.feature_cols=[]"] if has_tab else []
+    embed = k * 1.25 * COST["text_embed"] / (GPU_SPEEDUP if gpu else 1)  # test rows too: ~1/4 more
+    frozen = ["model=text", "model.finetune=frozen"]
+    joined = " joined with the tabular features" if has_tab else ""
+    members = [
+        Member(
+            ["model=text_tfidf", "seed=0", *only_text],
+            "TF-IDF word + char n-grams, linear: the text view",
+            k * COST["tfidf"],
+        ),
+        Member(
+            [*frozen, "model.head.type=sklearn", linear_head(comp.task), "seed=0"],
+            f"linear model on frozen all-MiniLM-L6-v2 embeddings{joined}",
+            embed + k,
+        ),
+        Member([*frozen, "seed=0"], f"MLP on frozen MiniLM embeddings{joined}", k),
+        Member([*frozen, "model.head.hidden=[512,256]", "seed=1"], "a deeper MLP on the same embeddings", k, 1),
+    ]
+    if has_tab:
+        members.append(Member([*frozen, *lgbm_head(), "seed=0"], f"LightGBM on MiniLM embeddings{joined}", 3 * k))
+    finetune = k * COST["text_finetune"] / (GPU_SPEEDUP if gpu else 1)
+    members += [
+        Member(["model=text_finetune", "seed=0", *only_text], "MiniLM finetuned end to end at 1/10 LR", finetune, 1),
+        Member(["model=text_finetune", "seed=1", *only_text], "a second finetune seed", finetune, 2),
+    ]
+    return members
+
+
+def native_size(backbone: str) -> int:
+    """The input size the backbone was pretrained at (timm's pretrained config), e.g. 224."""
+    import timm
+
+    try:
+        return int(timm.get_pretrained_cfg(backbone).input_size[-1])
+    except Exception:  # an unknown or local-only name: ImageNet's usual size
+        return 224
+
+
+def image_members(comp: Competition, gpu: bool, has_tab: bool, backbone: str) -> list[Member]:
+    """Heads on frozen features at the backbone's native size, finetuned members (two seeds) with TTA."""
+    k = len(comp.train) / 1000
+    size = native_size(backbone)
+    speed = GPU_SPEEDUP if gpu else 1
+    frozen = ["model=image", "model.finetune=frozen", f"model.backbone.input_size={size}", "model.tta=true"]
+    embed = k * 1.25 * COST["image_embed"] * (size / 224) ** 2 / speed
+    px = IMAGE_FINETUNE_PX[gpu]
+    tune = ["model=image", "model.finetune=full", f"model.backbone.input_size={px}", "model.tta=true"]
+    tune += ["trainer.max_epochs=3", "optimizer.lr=3e-3", "trainer.batch_size=32"]
+    tune += ["data.feature_cols=[]"] if has_tab else []
+    cost = k * COST["image_finetune"] * (px / 48) ** 2 / speed
+    joined = " joined with the tabular features" if has_tab else ""
+    return [
+        Member(
+            [*frozen, "model.head.type=sklearn", linear_head(comp.task), "seed=0"],
+            f"linear model on frozen features at the backbone's {size} px{joined}",
+            embed + k,
+        ),
+        Member([*frozen, "seed=0"], f"MLP on the same frozen features{joined}", k),
+        Member([*tune, "seed=0"], f"finetuned end to end at {px} px, backbone at 1/10 LR, flip TTA", cost),
+        Member([*tune, "seed=1"], "a second finetune seed: finetunes differ more than heads", cost, 1),
+        Member([*frozen, "model.head.hidden=[512,256]", "seed=1"], "a deeper MLP on the frozen features", k, 1),
+        Member([*tune, "seed=2"], "a third finetune seed", cost, 2),
+    ]
+
+
+def plan(comp: Competition, gpu: bool, tt: list[str], backbone: str = "tf_efficientnet_lite0") -> list[Member]:
+    """Every member the competition's views allow, by tier; `tt` (a target transform override) goes to all."""
+    has_tab = bool(comp.feature_cols)
+    mixed = bool(comp.image_col or comp.text_col)
+    members: list[Member] = []
+    if comp.image_col:
+        members += image_members(comp, gpu, has_tab, backbone)
+    if comp.text_col:
+        members += text_members(comp, gpu, has_tab)
+    if has_tab:
+        members += tabular_members(comp, mixed)
+    for m in members:
+        m.overrides += tt
+    return sorted(members, key=lambda m: m.tier)  # stable: the order within a tier is kept

@@ -1,0 +1,126 @@
+"""experiment=auto: the plan follows the competition's views and task, and the zoo trains members of every view."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+
+from pipeline.prepare import prepare
+from pipeline.train import fit
+from pipeline.training.auto import default_model, native_size, plan, skewed_positive
+from pipeline.training.zoo import train_zoo
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def models(members) -> list[str]:
+    return [" ".join(m.overrides) for m in members]
+
+
+def test_default_model_follows_the_data(make_comp, make_cfg, tmp_path):
+    for kw, want in (({}, "tabular_lgbm"), ({"text": True}, "text"), ({"images": True}, "image")):
+        comp = make_comp(name=want, **kw)
+        cfg = make_cfg(comp, f"paths.output_dir={tmp_path / want}")
+        assert default_model(prepare(cfg).comp) == want
+
+
+def test_tabular_plan_mixes_libraries_and_encodings(make_comp, make_cfg):
+    comp = prepare(make_cfg(make_comp())).comp
+    planned = models(plan(comp, gpu=False, tt=[]))
+    for preset in ("model=tabular_lgbm", "model=tabular_catboost", "model=tabular_xgb", "model=tabular "):
+        assert any(preset.strip() in p.split() for p in planned), preset
+    assert any("data.categorical_encoding=ordinal" in p for p in planned)  # `cat` is a string column
+    assert not any("model=text" in p or "model=image" in p for p in planned)
+
+
+def test_mixed_plan_has_each_view_and_a_joined_one(make_comp, make_cfg):
+    comp = prepare(make_cfg(make_comp(text=True))).comp
+    planned = plan(comp, gpu=False, tt=["model.target_transform=log1p"])
+    text_view = [p for p in models(planned) if "model=text_tfidf" in p]
+    assert text_view and all("data.feature_cols=[]" in p for p in text_view)  # the text alone
+    joined = [p for p in models(planned) if "model.finetune=frozen" in p and "feature_cols" not in p]
+    assert joined  # frozen embeddings + the tabular features
+    assert any("model=tabular_lgbm" in p for p in models(planned))  # the tabular view
+    assert all("model.target_transform=log1p" in p for p in models(planned))
+    assert [m.tier for m in planned] == sorted(m.tier for m in planned)
+
+
+def test_image_plan_uses_native_size_and_finetunes(make_comp, make_cfg):
+    comp = prepare(make_cfg(make_comp(images=True))).comp
+    planned = models(plan(comp, gpu=False, tt=[]))
+    assert native_size("tf_efficientnet_lite0") == 224
+    assert any("model.finetune=frozen" in p and "input_size=224" in p for p in planned)
+    assert sum("model.finetune=full" in p for p in planned) >= 2  # two finetune seeds at least
+
+
+def test_skewed_positive():
+    rng = np.random.default_rng(0)
+    assert skewed_positive(rng.lognormal(12, 0.5, 2000))
+    assert not skewed_positive(rng.normal(0, 1, 2000))
+    assert not skewed_positive(-rng.lognormal(0, 1, 2000))
+
+
+def overrides_for(comp, out: Path, *extra: str) -> list[str]:
+    return [
+        "experiment=auto",
+        "data=csv",
+        f"data.train_csv={comp.train_csv}",
+        "data.target=y",
+        "data.text_col=text",
+        f"paths.output_dir={out}",
+        "trainer.max_epochs=2",
+        "trainer.progress_bar=false",
+        "cv.n_folds=3",
+        *extra,
+    ]
+
+
+def test_auto_zoo_trains_every_view_and_records_it(make_comp, tmp_path):
+    comp = make_comp(n_train=60, n_test=12, text=True)
+    out = tmp_path / "zoo"
+    overrides = overrides_for(comp, out, "zoo.skip=[text_finetune,catboost,xgb,ordinal,'seed=1','seed=2']")
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+        members = train_zoo(cfg, prepare(cfg), overrides, fit)
+    trained = [m for m in members if m.status == "trained"]
+    assert [m.note for m in members if m.status == "failed"] == []
+    ids = [m.model_id for m in trained]
+    assert any(i.startswith("tfidf") for i in ids)  # the text view
+    assert any(i.startswith("tabular-") for i in ids)  # the tabular view
+    assert any("frozen" in i for i in ids)  # frozen MiniLM embeddings joined with the tabular features
+    doc = json.loads((out / "zoo.json").read_text())
+    assert [m["model_id"] for m in doc["members"] if m["status"] == "trained"] == ids
+    assert all((out / "models" / i / "metrics.json").is_file() for i in ids)
+    assert doc["views"] == {"tabular": 2, "text": "text", "image": None}
+
+
+@pytest.mark.slow
+def test_new_competition_commands_end_to_end(make_comp, tmp_path):
+    """The README's two commands on a competition given only by data=csv overrides: train (auto) and ensemble."""
+    comp = make_comp(n_train=80, n_test=20, text=True)
+    out = tmp_path / "e2e"
+    train = overrides_for(
+        comp, out, "zoo.skip=[text_finetune,catboost,'seed=1','seed=2']", "hydra.sweep.dir=" + str(tmp_path)
+    )
+    run = [sys.executable, "-m", "pipeline.train", "-m", *train]
+    subprocess.run(run, cwd=ROOT, check=True, capture_output=True)
+    ens = [sys.executable, "-m", "pipeline.ensemble", "data=csv", f"data.train_csv={comp.train_csv}", "data.target=y"]
+    ens += ["data.text_col=text", f"paths.output_dir={out}", f"hydra.run.dir={tmp_path / 'run'}"]
+    subprocess.run(ens, cwd=ROOT, check=True, capture_output=True)
+    sub = pd.read_csv(out / "submission.csv")
+    assert len(sub) == 20 and sub["id"].tolist() == comp.test["id"].tolist()
+
+
+@pytest.mark.slow
+def test_no_model_given_trains_the_modality_default(make_comp, tmp_path):
+    comp = make_comp(n_train=60, n_test=12)
+    out = tmp_path / "one"
+    run = [sys.executable, "-m", "pipeline.train", "data=csv", f"data.train_csv={comp.train_csv}", "data.target=y"]
+    run += [f"paths.output_dir={out}", "cv.n_folds=3", f"hydra.run.dir={tmp_path / 'run'}"]
+    subprocess.run(run, cwd=ROOT, check=True, capture_output=True)
+    assert [p.name.split("-")[1] for p in (out / "models").iterdir()] == ["lgbmclassifier"]
