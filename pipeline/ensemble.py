@@ -24,16 +24,18 @@ log = logging.getLogger(__name__)
 
 @hydra.main(config_path="../conf", config_name="ensemble", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    """Validate the members, score members and methods out of fold, keep the best, write the outputs."""
+    """Validate the members, score members and methods out of fold, choose what to submit, write the outputs."""
     with user_errors():
         ctx = load_context(Path(cfg.paths.output_dir), cfg.data)  # competition.json, folds, training target
         stack = load_members(ctx, cfg.ensemble)  # every complete model, validated against the folds
         methods = build_methods(cfg.ensemble, ctx, stack)
         log.info("%d members, methods %s, metric %s", len(stack.names), [m.name for m in methods], ctx.metric.name)
-        entries = evaluate_members(stack, ctx.metric, cfg.ensemble.n_jobs)
+        members = evaluate_members(stack, ctx.metric, cfg.ensemble.n_jobs)
         # honest (nested) CV, then refit on all rows
-        entries += [evaluate_method(m, stack, ctx.metric, cfg.ensemble.n_jobs) for m in methods]
-        chosen = choose(entries, ctx.metric, cfg.ensemble.select)
+        scored = [evaluate_method(m, stack, ctx.metric, cfg.ensemble.n_jobs) for m in methods]
+        entries = members + scored
+        # auto weighs the methods against the best member submitted as is; a named method is what was asked for
+        chosen = choose(entries if cfg.ensemble.method == "auto" else scored, ctx.metric, cfg.ensemble.select)
         submission = build_submission(chosen.test_pred, stack.test_ids, ctx)
         board = leaderboard(entries, chosen, ctx.metric, with_test=stack.test_y is not None)
         path = write_outputs(ctx, stack, entries, chosen, submission, board)

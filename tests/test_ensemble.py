@@ -22,7 +22,16 @@ from pipeline.data.contract import file_hash
 from pipeline.ensembling.members import load_context, load_members
 from pipeline.ensembling.methods import Mean, Rank
 from pipeline.ensembling.registry import build_methods
-from pipeline.ensembling.scoring import evaluate_method, score
+from pipeline.ensembling.scoring import (
+    SELECTIONS,
+    Entry,
+    Score,
+    best_member,
+    choose,
+    evaluate_members,
+    evaluate_method,
+    score,
+)
 from pipeline.ensembling.weighted import Weighted, batch_scorer
 from pipeline.errors import UserError
 from pipeline.metrics import get_metric
@@ -221,21 +230,121 @@ def test_nested_fits_in_threads_give_the_serial_result(fake: Fake, method: str) 
     np.testing.assert_array_equal(serial.test_pred, threads.test_pred)
 
 
-def test_one_se_rule_prefers_the_simpler_method_unless_the_gain_beats_its_noise() -> None:
-    from pipeline.ensembling.scoring import Entry, Score, choose
+def _entry(kind: str, name: str, folds: list[float]) -> Entry:
+    return Entry(kind, name, Score(float(np.mean(folds)), float(np.std(folds)), 0.0, folds), np.zeros((1, 1)))
 
-    def entry(name: str, folds: list[float]) -> Entry:
-        return Entry("method", name, Score(float(np.mean(folds)), float(np.std(folds)), 0.0, folds), np.zeros((1, 1)))
 
-    m = get_metric("logloss", "binary")  # lower is better: the rule must follow the direction
-    mean = entry("mean", [0.30, 0.32, 0.31, 0.33, 0.29])
-    noisy_gain = entry("weighted", [0.29, 0.33, 0.30, 0.32, 0.29])  # better on average, by less than its noise
-    assert choose([mean, noisy_gain], m) is noisy_gain
-    assert choose([mean, noisy_gain], m, "one_se") is mean
-    clear_gain = entry("stacking", [0.28, 0.30, 0.29, 0.31, 0.27])  # 0.02 better on every fold
-    assert choose([mean, noisy_gain, clear_gain], m, "one_se") is clear_gain
-    with pytest.raises(UserError, match="unknown ensemble.select 'worst': choose one of best, one_se"):
-        choose([mean], m, "worst")
+def test_selection_rules_on_known_fold_scores() -> None:
+    m = get_metric("logloss", "binary")  # lower is better: the rules must follow the direction
+    member = _entry("member", "a", [0.30, 0.32, 0.31, 0.33, 0.29])
+    worse = _entry("member", "b", [0.40, 0.42, 0.41, 0.43, 0.39])
+    # 0.004 better on average, with a standard error of 0.0068 over the 5 folds: within its noise
+    noisy = _entry("method", "weighted", [0.28, 0.34, 0.30, 0.32, 0.29])
+    assert choose([worse, member, noisy], m) is member
+    assert choose([worse, member, noisy], m, "one_se") is member
+    assert choose([worse, member, noisy], m, "best") is noisy
+    clear = _entry("method", "stacking", [0.28, 0.30, 0.29, 0.31, 0.27])  # 0.02 better on every fold
+    assert choose([member, noisy, clear], m) is clear
+    assert choose([member, noisy, clear], m, "one_se") is clear
+    # trails the member by CV (0.315 vs 0.31), yet within one SE (0.034) of `clear`: one_se must skip it
+    loose = _entry("method", "mean", [0.38, 0.25, 0.39, 0.26, 0.295])
+    assert choose([member, loose, clear], m, "one_se") is clear
+    assert choose([member, loose], m, "one_se") is member
+    with pytest.raises(UserError, match="unknown ensemble.select 'worst': choose one of gain, best, one_se"):
+        choose([member], m, "worst")
+
+
+def one_strong_and_noisy(fake: Fake, seed: int = 0) -> None:
+    """An accurate member (test AUC ~0.98) and four that barely know the target (~0.6): nothing to combine."""
+    rng = np.random.default_rng(seed)
+    fake.member("strong", noisy(fake.y, "binary", 3.0, rng), noisy(fake.y_test, "binary", 3.0, rng))
+    for i in range(4):
+        fake.member(f"weak{i}", noisy(fake.y, "binary", 0.3, rng), noisy(fake.y_test, "binary", 0.3, rng))
+
+
+def test_auto_submits_the_best_member_when_no_method_beats_it(fake: Fake, capsys) -> None:
+    one_strong_and_noisy(fake)
+    out = run_main(fake, capsys)
+    board = pd.read_csv(fake.out / "leaderboard.csv").set_index("name")
+    assert board["chosen"].sum() == 1 and board.loc["strong", "chosen"]
+    sub = pd.read_csv(fake.out / "submission.csv")
+    member_test = pd.read_csv(fake.out / "models" / "strong" / "test.csv").set_index("id")
+    np.testing.assert_allclose(sub["label"], member_test.loc[sub["id"], "yes"], atol=1e-6)
+    weights = json.loads((fake.out / "weights.json").read_text())
+    assert weights["method"] == "best_member" and weights["best_member"] == "strong"
+    assert weights["methods"]["best_member"]["weights"] == {"strong": 1.0, **{f"weak{i}": 0.0 for i in range(4)}}
+    assert list(weights["methods"])[0] == "best_member"  # the chosen one first
+    prov = json.loads((fake.out / "provenance.json").read_text())
+    assert prov["method"] == "best_member" and prov["best_member"] == "strong"
+    assert prov["weights"]["strong"] == 1.0 and prov["test_score"] == board.loc["strong", "test_score"]
+    assert "chosen: the best member strong" in out and "not beyond its noise" in out
+
+
+def test_a_named_method_is_submitted_even_below_the_best_member(fake: Fake, capsys) -> None:
+    one_strong_and_noisy(fake)
+    run_main(fake, capsys, "ensemble.method=mean")
+    board = pd.read_csv(fake.out / "leaderboard.csv").set_index("name")
+    assert board.loc["mean", "chosen"] and board.loc["mean", "gain_vs_best"] < 0
+
+
+def independent_equals(fake: Fake, n_members: int = 6) -> None:
+    """Members of equal quality (AUC ~0.75) with independent errors: their average is far better (~0.9)."""
+    rng = np.random.default_rng(0)
+    for i in range(n_members):
+        fake.member(f"m{i}", noisy(fake.y, "binary", 1.0, rng), noisy(fake.y_test, "binary", 1.0, rng))
+
+
+def test_auto_combines_members_whose_errors_are_independent(fake: Fake, capsys) -> None:
+    independent_equals(fake)
+    out = run_main(fake, capsys)
+    board = pd.read_csv(fake.out / "leaderboard.csv")
+    chosen = board[board["chosen"]].iloc[0]
+    assert chosen["kind"] == "method" and chosen["gain_vs_best"] > chosen["gain_se"] > 0
+    assert chosen["test_gain_vs_best"] > 0.05
+    assert f"chosen: {chosen['name']} " in out and "over the best member" in out
+    assert json.loads((fake.out / "provenance.json").read_text())["method"] == chosen["name"]
+
+
+def test_leaderboard_shows_each_gain_over_the_best_member_with_its_noise(fake: Fake, capsys) -> None:
+    independent_equals(fake, 3)
+    out = run_main(fake, capsys)
+    board = pd.read_csv(fake.out / "leaderboard.csv").set_index("name")
+    assert {"gain_vs_best", "gain_se", "test_gain_vs_best"} <= set(board.columns)
+    members = board[board["kind"] == "member"]
+    best = members["cv_mean"].idxmax()  # roc_auc: greater is better
+    assert board.loc[best, ["gain_vs_best", "gain_se", "test_gain_vs_best"]].tolist() == [0, 0, 0]
+    # a mean of paired per-fold differences is the difference of the CV means; the SE comes from their spread
+    np.testing.assert_allclose(board["gain_vs_best"], board["cv_mean"] - board.loc[best, "cv_mean"], atol=1e-12)
+    np.testing.assert_allclose(board["test_gain_vs_best"], board["test_score"] - board.loc[best, "test_score"])
+    assert (board["gain_se"] >= 0).all() and (board.drop(best)["gain_se"] > 0).all()
+    assert "gain_vs_best" in out and " +- " in out and "per fold (test +" in out
+
+
+def near_copies(y: np.ndarray, n_members: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """One model's predictions plus a little noise each, the more the later member (as seeds of one recipe):
+    every combination lands within noise of the best copy, above or below it."""
+    base = rng.normal(size=(len(y), 2)) + np.eye(2)[y]
+    out = []
+    for i in range(n_members):
+        # noise only: a term in y would let stacking read the label from the copies' differences
+        p = np.exp(base + (0.1 + 0.05 * i) * rng.normal(size=base.shape))
+        out.append((p / p.sum(axis=1, keepdims=True)).round(6))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_no_rule_submits_a_method_below_the_best_member(tmp_path: Path, seed: int) -> None:
+    fake = make_fake(tmp_path, n=400, n_test=50, seed=seed)
+    rng = np.random.default_rng(seed)
+    for i, (oof, test) in enumerate(zip(near_copies(fake.y, 8, rng), near_copies(fake.y_test, 8, rng), strict=True)):
+        fake.member(f"copy{i}", oof, test)
+    cfg, ctx, stack = load(fake)
+    entries = evaluate_members(stack, ctx.metric)
+    entries += [evaluate_method(m, stack, ctx.metric) for m in build_methods(cfg.ensemble, ctx, stack)]
+    best = best_member(entries, ctx.metric)
+    for select in SELECTIONS:
+        chosen = choose(entries, ctx.metric, select)
+        assert chosen is best or chosen.score.cv_mean > best.score.cv_mean, select
 
 
 def test_auto_picks_best_method_and_writes_everything(fake: Fake, capsys) -> None:

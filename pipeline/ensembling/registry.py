@@ -28,7 +28,7 @@ def _build(name: str, cfg: DictConfig, ctx: Context, stack: Stack) -> Method:
 
 def build_methods(cfg: DictConfig, ctx: Context, stack: Stack) -> list[Method]:
     """The methods `ensemble.method` asks for that fit the task (rank, geometric and vote: classification)."""
-    check_select(cfg.get("select", "best"))  # before the work, not after it
+    check_select(cfg.get("select", "gain"))  # before the work, not after it
     fits = [n for n, m in METHODS.items() if ctx.task in m.tasks]
     if cfg.method == "auto":
         names = fits

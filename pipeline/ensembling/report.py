@@ -12,14 +12,26 @@ from hydra.core.hydra_config import HydraConfig
 
 from pipeline.artifacts import atomic_write, write_csv, write_json
 from pipeline.ensembling.members import Context, Stack
-from pipeline.ensembling.scoring import Entry, gain
+from pipeline.ensembling.scoring import Entry, best_entry, best_member, gain_on_test, paired_gain
 from pipeline.metrics import Metric
 
+BEST_MEMBER = "best_member"  # the name of the candidate "submit the best single member as is"
 HEATMAP_ROWS = 20_000  # rows sampled for the correlation heatmap: plenty for 2-digit correlations
 
 
+def _gains(e: Entry, ref: Entry, metric: Metric, with_test: bool) -> dict:
+    mean, se = paired_gain(e, ref, metric)
+    return {
+        "gain_vs_best": mean,
+        "gain_se": se,
+        **({"test_gain_vs_best": gain_on_test(e, ref, metric)} if with_test else {}),
+    }
+
+
 def leaderboard(entries: list[Entry], chosen: Entry, metric: Metric, with_test: bool) -> pd.DataFrame:
-    """One row per member and method, best CV first (in the metric's direction)."""
+    """One row per member and method, best CV first (in the metric's direction), with each row's gain over
+    the best member: mean paired per-fold difference, its standard error (and on the test labels)."""
+    ref = best_member(entries, metric)
     board = pd.DataFrame(
         [
             {
@@ -29,6 +41,7 @@ def leaderboard(entries: list[Entry], chosen: Entry, metric: Metric, with_test: 
                 "cv_std": e.score.cv_std,
                 "oof_score": e.score.oof,
                 **({"test_score": e.score.test} if with_test else {}),
+                **_gains(e, ref, metric, with_test),
                 "chosen": e is chosen,
             }
             for e in entries
@@ -37,31 +50,60 @@ def leaderboard(entries: list[Entry], chosen: Entry, metric: Metric, with_test: 
     return board.sort_values("cv_mean", ascending=not metric.greater_is_better, kind="stable").reset_index(drop=True)
 
 
+def _gain_text(e: Entry, ref: Entry, metric: Metric) -> str:
+    mean, se = paired_gain(e, ref, metric)
+    on_test = gain_on_test(e, ref, metric)
+    return f"{mean:+.5f} +- {se:.5f} per fold" + ("" if on_test is None else f" (test {on_test:+.5f})")
+
+
 def summary(entries: list[Entry], chosen: Entry, metric: Metric) -> str:
-    """The chosen method, its CV and its gain over the best single member (and the test scores when known)."""
-    best, diff = gain(chosen, entries, metric)
-    line = (
-        f"chosen: {chosen.name} ({metric.name} CV {chosen.score.cv_mean:.5f} +- {chosen.score.cv_std:.5f}), "
-        f"{diff:+.5f} over the best member {best.name} ({best.score.cv_mean:.5f})"
-    )
+    """The chosen entry, its CV and the gain over the best single member, with its noise (and test scores)."""
+    ref = best_member(entries, metric)
+    cv = f"{metric.name} CV {chosen.score.cv_mean:.5f} +- {chosen.score.cv_std:.5f}"
+    if chosen is ref:
+        other = best_entry([e for e in entries if e.kind == "method"] or [ref], metric)
+        line = (
+            f"chosen: the best member {ref.name} ({cv}), submitted as is; the best method, {other.name}, "
+            f"gains {_gain_text(other, ref, metric)} over the best member: not beyond its noise"
+        )
+    else:
+        other = ref
+        line = (
+            f"chosen: {chosen.name} ({cv}), {_gain_text(chosen, ref, metric)} over the best member "
+            f"{ref.name} ({ref.score.cv_mean:.5f})"
+        )
     if chosen.score.test is not None:
-        line += f"\ntest {metric.name}: {chosen.name} {chosen.score.test:.5f}, {best.name} {best.score.test:.5f}"
+        line += f"\ntest {metric.name}: {chosen.name} {chosen.score.test:.5f}, {other.name} {other.score.test:.5f}"
     return line
 
 
 def table(board: pd.DataFrame) -> str:
-    """The leaderboard as printed: scores to 5 decimals, the chosen method starred."""
+    """The leaderboard as printed: scores to 5 decimals, the chosen entry starred."""
     shown = board.assign(chosen=board["chosen"].map({True: "*", False: ""}))
     return shown.to_string(index=False, float_format=lambda v: f"{v:.5f}")
 
 
-def weights_doc(entries: list[Entry], chosen: Entry, names: list[str]) -> dict:
-    """Every method's learned weights (or meta-learner), the chosen one first."""
-    methods = sorted((e for e in entries if e.kind == "method"), key=lambda e: e is not chosen)
+def describe(entry: Entry, names: list[str]) -> dict:
+    """What an entry submits: a method's weights (or meta-learner), or weight 1.0 on a member."""
+    if entry.method is not None:
+        return entry.method.describe(names)
+    return {"member": entry.name, "weights": {n: float(n == entry.name) for n in names}}
+
+
+def label(entry: Entry) -> str:
+    """The chosen entry as weights.json and provenance.json name it: a method, or `best_member`."""
+    return BEST_MEMBER if entry.kind == "member" else entry.name
+
+
+def weights_doc(entries: list[Entry], chosen: Entry, names: list[str], metric: Metric) -> dict:
+    """Every candidate's weights (the best member's: 1.0 on it), the chosen one first under `method`."""
+    ref = best_member(entries, metric)
+    candidates = sorted([ref, *(e for e in entries if e.kind == "method")], key=lambda e: e is not chosen)
     return {
-        "method": chosen.name,
+        "method": label(chosen),
+        "best_member": ref.name,
         "members": names,
-        "methods": {e.name: e.method.describe(names) for e in methods},
+        "methods": {label(e): describe(e, names) for e in candidates},
     }
 
 
@@ -110,7 +152,9 @@ def command() -> str:
 
 def provenance(ctx: Context, stack: Stack, entries: list[Entry], chosen: Entry) -> dict:
     """Everything that produced the submission: members, weights, method, metric, code, data and command."""
-    weights = chosen.method.describe(stack.names).get("weights", {})
+    weights = describe(chosen, stack.names).get("weights", {})
+    ref = best_member(entries, ctx.metric)
+    mean, se = paired_gain(chosen, ref, ctx.metric)
     scores = {e.name: e.score for e in entries if e.kind == "member"}
     members = [
         {
@@ -123,7 +167,9 @@ def provenance(ctx: Context, stack: Stack, entries: list[Entry], chosen: Entry) 
         for n, f in zip(stack.names, stack.folders, strict=True)
     ]
     return {
-        "method": chosen.name,
+        "method": label(chosen),
+        "best_member": ref.name,
+        "gain_vs_best": {"mean": mean, "se": se, "test": gain_on_test(chosen, ref, ctx.metric)},
         "metric": ctx.metric.name,
         "task": ctx.task,
         "cv_mean": chosen.score.cv_mean,
@@ -151,7 +197,7 @@ def write_outputs(
     """Write every output (each one atomically); return the submission's path."""
     out = ctx.out_dir
     write_csv(board, out / "leaderboard.csv")
-    write_json(weights_doc(entries, chosen, stack.names), out / "weights.json")
+    write_json(weights_doc(entries, chosen, stack.names, ctx.metric), out / "weights.json")
     correlation_png(stack, out / "correlation.png")
     write_json(provenance(ctx, stack, entries, chosen), out / "provenance.json")
     return write_csv(submission, out / "submission.csv")

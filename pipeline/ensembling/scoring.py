@@ -4,6 +4,7 @@ A member's `oof.csv` is already out of fold. A method that learns from the targe
 scored by nested CV over the same folds: for each fold k it is fitted on the other folds' OOF rows and
 predicts fold k. Parameter-free methods (mean, rank, geometric, vote) have nothing to leak. Scores are the
 mean and std over folds, plus the metric over all OOF rows; the final method is then refitted on all rows.
+`choose` then weighs the methods against the best single member, by their paired per-fold gain over it.
 """
 
 import copy
@@ -113,7 +114,8 @@ def evaluate_method(method: Method, stack: Stack, metric: Metric, n_jobs: int = 
     return Entry("method", method.name, s, test, final, seconds)
 
 
-SELECTIONS = ("best", "one_se")
+# `gain` first: the default (conf/ensemble.yaml), the one that never trades the best member for noise
+SELECTIONS = ("gain", "best", "one_se")
 
 
 def check_select(select: str) -> None:
@@ -121,32 +123,77 @@ def check_select(select: str) -> None:
         raise UserError(f"unknown ensemble.select '{select}': choose one of {', '.join(SELECTIONS)}")
 
 
-def choose(entries: list[Entry], metric: Metric, select: str = "best") -> Entry:
-    """The method with the best honest CV mean (ties keep the earlier, simpler one); with `one_se`, the simplest
-    method whose per-fold scores trail the best one's by no more than one standard error of their difference
-    (Breiman's one-standard-error rule: a CV gain smaller than its own noise does not pay for complexity)."""
-    check_select(select)
-    methods = [e for e in entries if e.kind == "method"]
-    best = methods[0]
-    for e in methods[1:]:
+def best_entry(entries: list[Entry], metric: Metric) -> Entry:
+    """The entry with the best CV mean; ties keep the earlier (simpler) one."""
+    best = entries[0]
+    for e in entries[1:]:
         if metric.better(e.score.cv_mean, best.score.cv_mean):
             best = e
-    if select == "best" or len(best.score.folds) < 2:
-        return best
-    sign = 1 if metric.greater_is_better else -1
-    for e in methods:  # the registry's order: simplest first
-        lag = sign * (np.array(best.score.folds) - np.array(e.score.folds))
-        if lag.mean() <= lag.std(ddof=1) / np.sqrt(len(lag)):
-            return e
     return best
 
 
-def gain(chosen: Entry, entries: list[Entry], metric: Metric) -> tuple[Entry, float]:
-    """The best single member and the chosen method's improvement over it (positive: better)."""
+def best_member(entries: list[Entry], metric: Metric) -> Entry:
+    """The single member with the best CV mean: the candidate every combination has to beat."""
+    return best_entry([e for e in entries if e.kind == "member"], metric)
+
+
+def paired_gain(entry: Entry, ref: Entry, metric: Metric) -> tuple[float, float]:
+    """How much better `entry` scores than `ref` (positive: better): mean per-fold difference and its standard
+    error over folds. Paired by fold, the folds' shared difficulty cancels; only the disagreement is noise."""
+    d = np.subtract(entry.score.folds, ref.score.folds) * (1 if metric.greater_is_better else -1)
+    se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else np.inf  # one fold: no estimate of the noise
+    return float(d.mean()), float(se)
+
+
+def gain_on_test(entry: Entry, ref: Entry, metric: Metric) -> float | None:
+    """`entry`'s improvement over `ref` on the true test labels (positive: better), when they are known."""
+    if entry.score.test is None or ref.score.test is None:
+        return None
+    diff = entry.score.test - ref.score.test
+    return diff if metric.greater_is_better else -diff
+
+
+def _beats(entry: Entry, ref: Entry, metric: Metric) -> bool:
+    """A CV mean above `ref`'s by more than one standard error of the paired per-fold gain."""
+    mean, se = paired_gain(entry, ref, metric)
+    return mean > se and metric.better(entry.score.cv_mean, ref.score.cv_mean)  # the 2nd: exact, not rounded
+
+
+def choose(entries: list[Entry], metric: Metric, select: str = "gain") -> Entry:
+    """What to submit: the best single member by CV (its predictions as they are) or a method.
+
+    Candidates, simplest first: the best member, then the methods in the registry's order. `gain`: among the
+    methods whose paired per-fold gain over the best member exceeds its standard error (t > 1: one-sided
+    p < 0.19 over 5 folds), the best CV mean; none: the member. `best`: the best CV mean of all candidates
+    (ties: the simpler). `one_se`: the simplest candidate within one standard error of the best (Breiman's
+    rule). None of them submits a method whose CV mean is below the best member's.
+
+    Why 1 SE, measured on 150 simulated binary competitions per case (2,000 rows, 5 folds, 20,000 test rows):
+    with 12 near-copies of one model, the former rule (the best method) scored below the best member on the
+    test rows in 55 % of them, `gain` in 12 % and a 2-SE margin in 3 %; with one good member and 6 noisier
+    ones, 62 %, 9 % and 1 % (losses of 1e-4 AUC or less). Where combining truly helps (6 equal members, +0.029
+    test accuracy), `gain` kept 99 % of the gain and 2 SE only 94 %: 1 SE is the better trade.
+
+    Selection bias: the best member's CV is the maximum over many members, so it flatters that member (the
+    more members and the noisier their scores, the more), and methods' nested CVs do not include that choice.
+    The comparison leans towards the member, the safe side; it is not corrected.
+    """
+    check_select(select)
+    methods = [e for e in entries if e.kind == "method"]
     members = [e for e in entries if e.kind == "member"]
-    best = members[0]
-    for e in members[1:]:
-        if metric.better(e.score.cv_mean, best.score.cv_mean):
-            best = e
-    diff = chosen.score.cv_mean - best.score.cv_mean
-    return best, diff if metric.greater_is_better else -diff
+    ref = best_member(entries, metric) if members else methods[0]  # no member: the simplest method
+    candidates = [ref, *(e for e in methods if e is not ref)]
+    if select == "gain":
+        beyond = [e for e in candidates[1:] if _beats(e, ref, metric)]
+        return best_entry(beyond, metric) if beyond else ref
+    # a method that trails the best member by CV never qualifies, not even within one_se's noise
+    candidates = [ref, *(e for e in candidates[1:] if not metric.better(ref.score.cv_mean, e.score.cv_mean))]
+    best = best_entry(candidates, metric)
+    if select == "best":
+        return best
+    return next(e for e in candidates if _within_noise(e, best, metric))
+
+
+def _within_noise(entry: Entry, best: Entry, metric: Metric) -> bool:
+    lag, se = paired_gain(best, entry, metric)
+    return lag <= se
