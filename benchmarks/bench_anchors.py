@@ -1,0 +1,183 @@
+"""Anchors: on every demo, the tool a competitor would otherwise reach for, beside what our zoo reached.
+
+    image (mnist)         frozen ImageNet EfficientNet-Lite0 at 224 px (our backbone code) + LogisticRegression
+    text (rotten)         TF-IDF word 1-2 grams + char_wb 2-5 grams (sublinear tf) + LogisticRegression
+    tabular (adult, ames) AutoGluon TabularPredictor, presets="best_quality", on 2 cores, in its own venv
+
+LogisticRegression's C is picked by 5-fold CV on train only. Test scores use data/<demo>/test_labels.csv and the
+demo's metric. The zoo columns come from outputs/<demo>/leaderboard.csv (the chosen ensemble; the best member by
+CV, as the ensemble stage reports it) and outputs/<demo>/zoo.json (`seconds`); "n/a" where absent. AutoGluon gets
+the zoo's wall seconds as its time limit when zoo.json exists, else --time-limit. The table is printed and merged
+into outputs/anchors.csv (rows of the demos run replace their old rows).
+
+    .venv/bin/python benchmarks/bench_anchors.py [--demos mnist rotten] [--skip-autogluon] [--time-limit 900]
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from omegaconf import OmegaConf
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline, make_union
+from sklearn.preprocessing import StandardScaler
+
+from pipeline.artifacts import write_csv
+from pipeline.data.demos import DEMOS, export
+from pipeline.data.image import ImageDataset, build_transform
+from pipeline.metrics import METRICS, get_metric
+from pipeline.models.backbones import build_backbone
+from pipeline.training.inputs import embed
+
+ROOT = Path(__file__).resolve().parents[1]
+AUTOGLUON = "autogluon.tabular[lightgbm,catboost,xgboost]==1.6.3"
+AG_VENV = Path(os.environ.get("TMPDIR", "/tmp")) / "anchors-venv"
+AG_METRIC = {"roc_auc": "roc_auc", "accuracy": "accuracy", "rmse": "root_mean_squared_error"}
+SK_SCORING = {"roc_auc": "roc_auc", "accuracy": "accuracy"}  # GridSearchCV's names for the demos' metrics
+
+AG_SCRIPT = """
+import sys
+import pandas as pd
+from autogluon.tabular import TabularPredictor
+
+train_csv, test_csv, label, metric, problem, limit, out, workdir = sys.argv[1:]
+train, test = pd.read_csv(train_csv).drop(columns="id"), pd.read_csv(test_csv).drop(columns="id")
+predictor = TabularPredictor(label=label, eval_metric=metric, problem_type=problem, path=workdir, verbosity=1)
+predictor.fit(train, presets="best_quality", time_limit=float(limit), num_cpus=2)
+pred = predictor.predict(test).to_frame() if problem == "regression" else predictor.predict_proba(test)
+pred[sorted(pred.columns)].to_csv(out, index=False)  # classes sorted, as the pipeline encodes them
+"""
+
+
+def fit_logreg(x, y: np.ndarray, grid: list[float], scoring: str, pre=()) -> GridSearchCV:
+    """LogisticRegression after the `pre` steps, C chosen by 5-fold CV on train (refit on all of it)."""
+    model = make_pipeline(*pre, LogisticRegression(max_iter=3000))
+    return GridSearchCV(model, {"logisticregression__C": grid}, scoring=scoring, cv=5).fit(x, y)
+
+
+def text_anchor(train: pd.DataFrame, test: pd.DataFrame, cfg) -> np.ndarray:
+    """TF-IDF word + char n-grams and LogisticRegression, C in {1, 4, 16}; returns test probabilities."""
+    tfidf = make_union(
+        TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2),
+        TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2),
+    )
+    model = fit_logreg(train[cfg.text_col], train[cfg.target], [1, 4, 16], SK_SCORING[cfg.metric], [tfidf])
+    print(f"  tfidf+logreg: C={model.best_params_['logisticregression__C']}, CV {model.best_score_:.5f}")
+    return model.predict_proba(test[cfg.text_col])
+
+
+def image_anchor(train: pd.DataFrame, test: pd.DataFrame, cfg) -> np.ndarray:
+    """Frozen EfficientNet-Lite0 features at its native 224 px + LogisticRegression, C in {0.01, 0.1, 1}."""
+    bcfg = OmegaConf.load(ROOT / "conf/model/image.yaml").backbone
+    bcfg.input_size = 224  # ImageNet's size (the zoo uses 48 px for speed on the CPU)
+    backbone = build_backbone("image", bcfg)
+    transform = build_transform(bcfg.input_size, backbone.mean, backbone.std)
+    folder = ROOT / "data" / cfg.name / "images"
+    x_train, x_test = (
+        embed(backbone.module, ImageDataset([folder / p for p in df[cfg.image_col]], transform), 64)
+        for df in (train, test)
+    )
+    model = fit_logreg(x_train, train[cfg.target], [0.01, 0.1, 1], SK_SCORING[cfg.metric], [StandardScaler()])
+    print(f"  effnet-lite0+logreg: C={model.best_params_['logisticregression__C']}, CV {model.best_score_:.5f}")
+    return model.predict_proba(x_test)
+
+
+def autogluon_python() -> Path:
+    """The python of AutoGluon's own venv, created and installed on first use (kept out of the project's)."""
+    python, stamp = AG_VENV / "bin/python", AG_VENV / ".installed"
+    if not stamp.exists():
+        print(f"  installing {AUTOGLUON} into {AG_VENV} (once; a few minutes)")
+        subprocess.run(["python3.11", "-m", "venv", str(AG_VENV)], check=True)
+        subprocess.run([python, "-m", "pip", "install", "-q", AUTOGLUON], check=True)
+        stamp.touch()
+    return python
+
+
+def autogluon_anchor(cfg, task: str, time_limit: float) -> np.ndarray:
+    """AutoGluon best_quality on train.csv within `time_limit` seconds; returns its test predictions."""
+    python = autogluon_python()
+    folder = ROOT / "data" / cfg.name
+    with tempfile.TemporaryDirectory(prefix="anchor-ag-") as tmp:
+        script, out = Path(tmp) / "fit.py", Path(tmp) / "pred.csv"
+        script.write_text(AG_SCRIPT)
+        args = [folder / "train.csv", folder / "test.csv", cfg.target, AG_METRIC[cfg.metric], task, time_limit]
+        subprocess.run([python, script, *map(str, args), out, Path(tmp) / "models"], check=True)
+        pred = pd.read_csv(out)
+    return pred.iloc[:, 0].to_numpy() if task == "regression" else pred.to_numpy()
+
+
+def zoo_scores(demo: str, metric) -> dict:
+    """The zoo's ensemble and best-member test scores and its wall seconds, NaN where not (yet) recorded."""
+    out = ROOT / "outputs" / demo
+    row = {"zoo_test": np.nan, "best_member_test": np.nan, "zoo_seconds": np.nan}
+    if (out / "leaderboard.csv").is_file():
+        board = pd.read_csv(out / "leaderboard.csv")
+        members = board[board["kind"] == "member"].sort_values("cv_mean", ascending=not metric.greater_is_better)
+        row["zoo_test"] = board.loc[board["chosen"], "test_score"].iloc[0]
+        row["best_member_test"] = members["test_score"].iloc[0]
+    if (out / "zoo.json").is_file():
+        row["zoo_seconds"] = json.loads((out / "zoo.json").read_text()).get("seconds", np.nan)
+    return row
+
+
+def run_demo(demo: str, args) -> dict:
+    """Builds the demo if missing, runs its anchor, scores it on the held-out test labels."""
+    cfg = OmegaConf.load(ROOT / f"conf/data/{demo}.yaml")
+    folder = ROOT / "data" / demo
+    if not (folder / "test_labels.csv").is_file():
+        export(demo, ROOT / "data")
+    train, test = pd.read_csv(folder / "train.csv"), pd.read_csv(folder / "test.csv")
+    labels = pd.read_csv(folder / "test_labels.csv")[cfg.target]
+    task = "regression" if "regression" in METRICS[cfg.metric].tasks else "multiclass"
+    if task != "regression" and train[cfg.target].nunique() == 2:
+        task = "binary"
+    metric = get_metric(cfg.metric, task)
+    zoo = zoo_scores(demo, metric)
+    if cfg.get("image_col"):
+        name, fit = "effnet-lite0-224 + logreg", lambda: image_anchor(train, test, cfg)
+    elif cfg.get("text_col"):
+        name, fit = "tfidf + logreg", lambda: text_anchor(train, test, cfg)
+    else:
+        limit = zoo["zoo_seconds"] if np.isfinite(zoo["zoo_seconds"]) else args.time_limit
+        name, fit = f"autogluon best_quality {limit:.0f}s", lambda: autogluon_anchor(cfg, task, limit)
+    row = {"demo": demo, "metric": metric.name, "anchor": name, "anchor_test": np.nan, "anchor_seconds": np.nan}
+    if name.startswith("autogluon") and args.skip_autogluon:
+        return row | {"anchor": "autogluon (skipped)"} | zoo
+    print(f"== {demo}: {name}", flush=True)
+    start = time.perf_counter()
+    pred = fit()
+    seconds = time.perf_counter() - start
+    # classes as the pipeline encodes them: sorted labels -> 0..K-1, probability columns in that order
+    y = labels.to_numpy(float) if task == "regression" else np.searchsorted(np.sort(train[cfg.target].unique()), labels)
+    return row | {"anchor_test": metric(y, pred), "anchor_seconds": round(seconds, 1)} | zoo
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--demos", nargs="+", default=list(DEMOS), choices=list(DEMOS))
+    parser.add_argument("--skip-autogluon", action="store_true", help="no AutoGluon runs (tabular demos)")
+    parser.add_argument("--time-limit", type=float, default=900, help="AutoGluon seconds when zoo.json is absent")
+    args = parser.parse_args()
+    torch.set_num_threads(2)  # the machines this runs on have 2 cores; AutoGluon is capped at num_cpus=2 too
+    table = pd.DataFrame([run_demo(demo, args) for demo in args.demos])
+    path = ROOT / "outputs" / "anchors.csv"
+    if path.is_file():
+        old = pd.read_csv(path)
+        table = pd.concat([old[~old["demo"].isin(table["demo"])], table], ignore_index=True)
+    write_csv(table, path)
+    print(table.to_string(index=False, na_rep="n/a", float_format=lambda v: f"{v:.5g}"))
+    print(f"-> {path}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
