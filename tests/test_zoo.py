@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 
 from pipeline.prepare import prepare
 from pipeline.train import fit
-from pipeline.training.auto import default_model, native_size, plan, skewed_positive
+from pipeline.training.auto import default_model, frozen_size, native_size, plan, skewed_positive
 from pipeline.training.zoo import train_zoo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,7 +54,7 @@ def test_image_plan_uses_native_size_and_finetunes(make_comp, make_cfg):
     comp = prepare(make_cfg(make_comp(images=True))).comp
     planned = models(plan(comp, gpu=False, tt=[]))
     assert native_size("tf_efficientnet_lite0") == 224
-    assert any("model.finetune=frozen" in p and "input_size=224" in p for p in planned)
+    assert any("model.finetune=frozen" in p and "input_size=224" in p for p in planned)  # 60 images: cheap
     assert sum("model.finetune=full" in p for p in planned) >= 2  # two finetune seeds at least
 
 
@@ -124,3 +124,10 @@ def test_no_model_given_trains_the_modality_default(make_comp, tmp_path):
     run += [f"paths.output_dir={out}", "cv.n_folds=3", f"hydra.run.dir={tmp_path / 'run'}"]
     subprocess.run(run, cwd=ROOT, check=True, capture_output=True)
     assert [p.name.split("-")[1] for p in (out / "models").iterdir()] == ["lgbmclassifier"]
+
+
+def test_frozen_size_shrinks_to_fit_the_budget():
+    assert frozen_size("tf_efficientnet_lite0", images=0.1, budget=900, gpu=False) == 224
+    assert frozen_size("tf_efficientnet_lite0", images=5.0, budget=900, gpu=False) == 160  # mnist on 2 cores
+    assert frozen_size("tf_efficientnet_lite0", images=5.0, budget=900, gpu=True) == 224
+    assert frozen_size("tf_efficientnet_lite0", images=5.0, budget=3600, gpu=False) == 224

@@ -27,7 +27,7 @@ COST = {
     "tfidf": 2.5,
     "frozen_head": 1.0,  # a head on cached embeddings
     "text_embed": 12.0,  # all-MiniLM-L6-v2 over every train and test row, once, shared by every frozen head
-    "image_embed": 25.0,  # EfficientNet-Lite0 at 224 px over every train and test row (+ flips for TTA), once
+    "image_embed": 30.0,  # EfficientNet-Lite0 at 224 px over every train and test image, once (~35 images/s)
     "image_finetune": 95.0,  # EfficientNet-Lite0 at 48 px, 3 epochs x 5 folds
     "text_finetune": 400.0,  # all-MiniLM-L6-v2 at 64 tokens, 2 epochs x 5 folds
 }
@@ -159,40 +159,59 @@ def native_size(backbone: str) -> int:
         return 224
 
 
-def image_members(comp: Competition, gpu: bool, has_tab: bool, backbone: str) -> list[Member]:
-    """Heads on frozen features at the backbone's native size, finetuned members (two seeds) with TTA."""
-    k = len(comp.train) / 1000
-    size = native_size(backbone)
+def frozen_size(backbone: str, images: float, budget: float, gpu: bool) -> int:
+    """The largest of the backbone's native size, 192, 160 and 128 px whose embedding pass over every image
+    (`images` thousands) fits in a tenth of the budget: features at the pretraining size are the best."""
+    native = native_size(backbone)
+    sizes = [native] + [s for s in (192, 160, 128) if s < native]
     speed = GPU_SPEEDUP if gpu else 1
-    frozen = ["model=image", "model.finetune=frozen", f"model.backbone.input_size={size}", "model.tta=true"]
-    embed = k * 1.25 * COST["image_embed"] * (size / 224) ** 2 / speed
+    fits = [s for s in sizes if images * COST["image_embed"] * (s / 224) ** 2 / speed <= budget / 10]
+    return fits[0] if fits else sizes[-1]
+
+
+def image_members(comp: Competition, gpu: bool, has_tab: bool, backbone: str, budget: float, hflip: bool):
+    """Heads on frozen features at the backbone's size (or the largest the budget allows), finetuned members
+    (two seeds first) with flip TTA when images may be mirrored (`data.hflip`)."""
+    k, speed = len(comp.train) / 1000, GPU_SPEEDUP if gpu else 1
+    images = k + len(comp.test) / 1000
+    size = frozen_size(backbone, images, budget, gpu)
+    frozen = ["model=image", "model.finetune=frozen", f"model.backbone.input_size={size}"]
+    embed = images * COST["image_embed"] * (size / 224) ** 2 / speed
     px = IMAGE_FINETUNE_PX[gpu]
-    tune = ["model=image", "model.finetune=full", f"model.backbone.input_size={px}", "model.tta=true"]
-    tune += ["trainer.max_epochs=3", "optimizer.lr=3e-3", "trainer.batch_size=32"]
+    tune = ["model=image", "model.finetune=full", f"model.backbone.input_size={px}"]
+    tune += ["model.tta=true"] if hflip else ["model.augment.hflip=false"]  # a mirrored digit is another symbol
+    tune += ["trainer.max_epochs=3", "optimizer.lr=3e-3", "trainer.batch_size=32"]  # conf/experiment/mnist_finetune
     tune += ["data.feature_cols=[]"] if has_tab else []
     cost = k * COST["image_finetune"] * (px / 48) ** 2 / speed
     joined = " joined with the tabular features" if has_tab else ""
     return [
         Member(
             [*frozen, "model.head.type=sklearn", linear_head(comp.task), "seed=0"],
-            f"linear model on frozen features at the backbone's {size} px{joined}",
+            f"linear model on frozen features at {size} px{joined}",
             embed + k,
         ),
         Member([*frozen, "seed=0"], f"MLP on the same frozen features{joined}", k),
-        Member([*tune, "seed=0"], f"finetuned end to end at {px} px, backbone at 1/10 LR, flip TTA", cost),
+        Member([*tune, "seed=0"], f"finetuned end to end at {px} px, backbone at 1/10 LR", cost),
         Member([*tune, "seed=1"], "a second finetune seed: finetunes differ more than heads", cost, 1),
         Member([*frozen, "model.head.hidden=[512,256]", "seed=1"], "a deeper MLP on the frozen features", k, 1),
         Member([*tune, "seed=2"], "a third finetune seed", cost, 2),
     ]
 
 
-def plan(comp: Competition, gpu: bool, tt: list[str], backbone: str = "tf_efficientnet_lite0") -> list[Member]:
+def plan(
+    comp: Competition,
+    gpu: bool,
+    tt: list[str],
+    backbone: str = "tf_efficientnet_lite0",
+    budget: float = 900.0,
+    hflip: bool = True,
+) -> list[Member]:
     """Every member the competition's views allow, by tier; `tt` (a target transform override) goes to all."""
     has_tab = bool(comp.feature_cols)
     mixed = bool(comp.image_col or comp.text_col)
     members: list[Member] = []
     if comp.image_col:
-        members += image_members(comp, gpu, has_tab, backbone)
+        members += image_members(comp, gpu, has_tab, backbone, budget, hflip)
     if comp.text_col:
         members += text_members(comp, gpu, has_tab)
     if has_tab:

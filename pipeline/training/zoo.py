@@ -170,7 +170,7 @@ def train_zoo(cfg: DictConfig, prep: Prepared, overrides: list[str], fit: Callab
     skip = list(cfg.zoo.skip)
     planned = [
         m
-        for m in plan(prep.comp, zoo.doc["gpu"], tt, backbone)
+        for m in plan(prep.comp, zoo.doc["gpu"], tt, backbone, zoo.budget, bool(cfg.data.get("hflip", True)))
         if tuple(m.overrides) not in done and not any(s in " ".join(m.overrides) for s in skip)
     ]
     log.info(
