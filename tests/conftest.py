@@ -102,7 +102,7 @@ def make_comp(tmp_path: Path) -> Callable[..., Comp]:
 def csv_cfg() -> DictConfig:
     """The real `train` config with `data=csv`, composed once (Hydra's compose costs ~0.1 s a call)."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("train", overrides=["data=csv"])
+        return compose("train", overrides=["data=csv", "model=image"])
 
 
 @pytest.fixture

@@ -19,8 +19,13 @@ CONF_DIR = ROOT / "conf"
 @pytest.fixture(scope="module")
 def cfg():
     """Compose the real `train` config (with its hydra section, for the presets' sweeps) with overrides."""
+    def make(*overrides: str):
+        chosen = any(o.startswith(("model=", "experiment=")) for o in overrides)
+        base = [] if chosen else ["model=image"]  # the rules are about a network's config (the default is auto)
+        return compose("train", overrides=[*base, *overrides], return_hydra_config=True)
+
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        yield lambda *overrides: compose("train", overrides=list(overrides), return_hydra_config=True)
+        yield make
 
 
 def rules(c, swept=()) -> list[str]:
@@ -139,7 +144,7 @@ def run_advise(tmp_path, *args: str) -> subprocess.CompletedProcess:
 def test_cli_reads_command_line_sweeps_and_strict_exits_2(tmp_path):
     """A multirun job sees only its own values; the advisor reads the sweep as typed (multirun.yaml)."""
     sweep = ["optimizer.lr=1e-4,1e-3", "model.head.dropout=0,0.1", "trainer.batch_size=32,64", "model.l1=0,1e-5"]
-    res = run_advise(tmp_path, "-m", "model.head.batch_norm=false", "advisor.strict=true", *sweep)
+    res = run_advise(tmp_path, "-m", "model=image", "model.head.batch_norm=false", "advisor.strict=true", *sweep)
     assert res.returncode == 2, res.stderr
     assert "sweep_size: 4 hyperparameters swept at once" in res.stdout
     assert "error: advisor.strict=true: 1 finding(s) in the config (sweep_size)" in res.stderr

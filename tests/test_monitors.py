@@ -133,6 +133,7 @@ def test_monitor_columns_land_in_history_csv(make_comp, tmp_path):
         "data.target=y",
         f"paths.output_dir={tmp_path / 'out'}",
         "model=tabular",
+        "model.head.batch_norm=true",
         "trainer.max_epochs=2",
         "trainer.progress_bar=false",
         "trainer.batch_size=16",

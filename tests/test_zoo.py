@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 
+from pipeline.data.tabular import skewed_positive
 from pipeline.prepare import prepare
 from pipeline.train import fit
-from pipeline.training.auto import default_model, frozen_size, native_size, plan, skewed_positive
+from pipeline.training.auto import default_model, frozen_size, native_size, plan
 from pipeline.training.zoo import train_zoo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,7 +24,7 @@ def models(members) -> list[str]:
 
 
 def test_default_model_follows_the_data(make_comp, make_cfg, tmp_path):
-    for kw, want in (({}, "tabular_lgbm"), ({"text": True}, "text"), ({"images": True}, "image")):
+    for kw, want in (({}, "tabular_lgbm"), ({"text": True}, "text_tfidf"), ({"images": True}, "image")):
         comp = make_comp(name=want, **kw)
         cfg = make_cfg(comp, f"paths.output_dir={tmp_path / want}")
         assert default_model(prepare(cfg).comp) == want
@@ -34,7 +35,7 @@ def test_tabular_plan_mixes_libraries_and_encodings(make_comp, make_cfg):
     planned = models(plan(comp, gpu=False, tt=[]))
     for preset in ("model=tabular_lgbm", "model=tabular_catboost", "model=tabular_xgb", "model=tabular "):
         assert any(preset.strip() in p.split() for p in planned), preset
-    assert any("data.categorical_encoding=ordinal" in p for p in planned)  # `cat` is a string column
+    assert any("model.categorical_encoding=native" in p for p in planned)  # `cat` is a string column
     assert not any("model=text" in p or "model=image" in p for p in planned)
 
 
@@ -83,7 +84,7 @@ def overrides_for(comp, out: Path, *extra: str) -> list[str]:
 def test_auto_zoo_trains_every_view_and_records_it(make_comp, tmp_path):
     comp = make_comp(n_train=60, n_test=12, text=True)
     out = tmp_path / "zoo"
-    overrides = overrides_for(comp, out, "zoo.skip=[text_finetune,catboost,xgb,ordinal,'seed=1','seed=2']")
+    overrides = overrides_for(comp, out, "zoo.skip=[text_finetune,catboost,xgb,native,'seed=1','seed=2']")
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
         members = train_zoo(cfg, prepare(cfg), overrides, fit)

@@ -33,11 +33,13 @@ class Net(L.LightningModule):
         l1: float = 0.0,
         y_scale: tuple[float, float] = (0.0, 1.0),
         tta: bool = False,
+        layer_decay: float | None = None,
     ):
         super().__init__()
         self.backbone, self.head, self.loss_fn, self.metric = backbone, head, loss, metric
         self.optimizer_factory, self.scheduler_cfg = optimizer, scheduler_cfg
         self.backbone_lr_mult, self.probe_epochs, self.l1, self.tta = backbone_lr_mult, probe_epochs, l1, tta
+        self.layer_decay = layer_decay  # per-layer backbone LR (optim.layer_decay_groups); None: one backbone LR
         self.y_mean, self.y_std = y_scale  # regression targets are standardized with the fold's train rows
         self.history: list[dict] = []
         self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -161,7 +163,8 @@ class Net(L.LightningModule):
         return self.predict_batch(batch)
 
     def configure_optimizers(self):
-        groups = param_groups(self.backbone, self.head, self.optimizer_factory.keywords["lr"], self.backbone_lr_mult)
+        lr = self.optimizer_factory.keywords["lr"]
+        groups = param_groups(self.backbone, self.head, lr, self.backbone_lr_mult, self.layer_decay)
         optimizer = self.optimizer_factory(groups)
         steps = self.trainer.estimated_stepping_batches // max(1, self.trainer.max_epochs)
         sched = build_scheduler(self.scheduler_cfg, optimizer, steps, self.trainer.max_epochs)

@@ -1,14 +1,16 @@
-"""Per-fold model inputs: tabular features fitted on the fold's training rows, image/text datasets, and
-frozen-backbone embeddings computed once, cached on disk and shared by every head, seed and job."""
+"""Per-fold model inputs: tabular features and TF-IDF fitted on the fold's training rows, image/text datasets,
+and frozen-backbone embeddings computed once, cached on disk and shared by every head, seed and job."""
 
 import hashlib
 import json
 import logging
 from pathlib import Path
 
+import hydra
 import numpy as np
 import torch
 from omegaconf import OmegaConf
+from scipy import sparse
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 from tqdm import tqdm
 
@@ -17,6 +19,8 @@ from pipeline.data.contract import Competition
 from pipeline.data.image import ImageDataset, build_transform, normalization
 from pipeline.data.tabular import TabularFeatures, split_columns
 from pipeline.data.text import TextDataset, tokenize, trim_collate
+from pipeline.data.tfidf import tfidf_features
+from pipeline.errors import UserError
 from pipeline.models.backbones import Backbone, is_local
 from pipeline.models.weights import resolve_path
 
@@ -24,13 +28,16 @@ log = logging.getLogger(__name__)
 
 
 class ArrayDataset(Dataset):
-    """In-memory arrays indexed a whole batch at a time (fast for heads on features: no per-row collate)."""
+    """In-memory arrays indexed a whole batch at a time (fast for heads on features: no per-row collate).
 
-    def __init__(self, arrays: dict[str, np.ndarray]):
-        self.arrays = {k: torch.as_tensor(v) for k, v in arrays.items() if v is not None}
+    Scipy sparse matrices (TF-IDF) stay sparse, for scikit-learn heads; dense arrays become tensors.
+    """
+
+    def __init__(self, arrays: dict[str, np.ndarray | sparse.csr_matrix]):
+        self.arrays = {k: v if sparse.issparse(v) else torch.as_tensor(v) for k, v in arrays.items() if v is not None}
 
     def __len__(self) -> int:
-        return len(next(iter(self.arrays.values())))
+        return next(iter(self.arrays.values())).shape[0]
 
     def __getitem__(self, idx: list[int]) -> dict:
         return {k: v[idx] for k, v in self.arrays.items()}
@@ -39,7 +46,8 @@ class ArrayDataset(Dataset):
 def array_loader(arrays: dict, batch_size: int, shuffle: bool) -> DataLoader:
     ds = ArrayDataset(arrays)
     sampler = RandomSampler(ds) if shuffle else SequentialSampler(ds)
-    return DataLoader(ds, sampler=BatchSampler(sampler, batch_size, drop_last=False), batch_size=None)
+    lone = shuffle and len(ds) % batch_size == 1  # a training batch of 1 row breaks batch norm: drop that row
+    return DataLoader(ds, sampler=BatchSampler(sampler, batch_size, drop_last=lone), batch_size=None)
 
 
 def fit_tabular(comp: Competition, data_cfg, train_rows: np.ndarray):
@@ -176,6 +184,8 @@ def fold_datasets(
     mcfg = cfg.model
     _, tab_all, tab_test, tab_dim = fit_tabular(comp, cfg.data, rows["train"])
     tab = {"train": _take(tab_all, rows["train"]), "val": _take(tab_all, rows["val"]), "test": tab_test}
+    if mcfg.kind == "tfidf":
+        return tfidf_datasets(comp, mcfg, rows, y, tab_all, tab_test), tab_dim
     if backbone is None:
         return _arrays({"tab": tab_all}, {"tab": tab_test}, rows, y), tab_dim
     frozen = mcfg.finetune == "frozen"
@@ -208,6 +218,20 @@ def fold_datasets(
     train = {"emb": emb["train"], "emb_flip": emb.get("train_flip"), "tab": tab_all}
     test = {"emb": emb["test"], "emb_flip": emb.get("test_flip"), "tab": tab_test}
     return _arrays(train, test, rows, y), backbone.dim + tab_dim
+
+
+def tfidf_datasets(comp: Competition, mcfg, rows: dict, y: np.ndarray, tab_all, tab_test) -> dict[str, Dataset]:
+    """Sparse TF-IDF of the text column (vocabulary and IDF from the fold's training rows) + tabular features."""
+    if not comp.text_col:
+        raise UserError("model.kind=tfidf needs a text column: set data.text_col=<column>")
+    if mcfg.head.type != "sklearn":
+        raise UserError(
+            f"model.kind=tfidf needs model.head.type=sklearn (its features are sparse), not {mcfg.head.type}"
+        )
+    vectorizer = hydra.utils.instantiate(mcfg.vectorizer)
+    x_all, x_test = tfidf_features(vectorizer, comp.train[comp.text_col], rows["train"], comp.test[comp.text_col])
+    log.info("tfidf: %d columns, %.0f non-zeros a row", x_all.shape[1], x_all.nnz / max(1, x_all.shape[0]))
+    return _arrays({"tfidf": x_all, "tab": tab_all}, {"tfidf": x_test, "tab": tab_test}, rows, y)
 
 
 def _take(a: np.ndarray | None, rows: np.ndarray) -> np.ndarray | None:

@@ -4,6 +4,7 @@ Each finished fold is saved atomically (folds/fold<k>.npz), so a killed job rest
 fold; metrics.json is written last and marks the model complete (the ensemble stage reads only complete ones).
 """
 
+import copy
 import hashlib
 import io
 import json
@@ -15,26 +16,87 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import pandas as pd
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 from pipeline.artifacts import atomic_write, read_json, write_csv, write_json
+from pipeline.errors import UserError
 from pipeline.models.backbones import build_backbone
 from pipeline.prepare import Prepared
 from pipeline.training.inputs import fold_datasets
-from pipeline.training.loop import train_fold
+from pipeline.training.loop import estimator_spec, estimator_target, train_fold
 
 log = logging.getLogger(__name__)
 COSMETIC = ("progress_bar", "num_workers", "accelerator", "predict_batch_size")  # do not change results
+# model.target_transform: (forward, inverse). Models train on forward(y); their predictions go through inverse
+# before they are scored or written, so oof.csv and test.csv stay in the target's units.
+TARGET_TRANSFORMS = {"none": (lambda y: y, lambda p: p), "log1p": (np.log1p, np.expm1)}
+
+
+# Feature preprocessing that a model preset may choose for itself (`model.<key>`; null: the data's), since a preset
+# cannot set keys of the data group: CatBoost wants native categoricals, the MLP clipped z-scores. With the
+# data's defaults (the values below), as data configs without the key have them.
+PRESET_DATA_KEYS = {"categorical_encoding": "onehot", "numeric_scaling": "standard"}
+
+
+def data_choice(cfg, key: str) -> str:
+    """The value of `data.<key>` a job uses: the model preset's own `model.<key>` when set, else the data's."""
+    return cfg.model.get(key) or cfg.data.get(key, PRESET_DATA_KEYS[key])
+
+
+def encoding(cfg) -> str:
+    return data_choice(cfg, "categorical_encoding")
+
+
+def resolved(cfg):
+    """The config a job trains and saves: the data keys a model preset chose for itself, set in `data`."""
+    chosen = {k: data_choice(cfg, k) for k in PRESET_DATA_KEYS}
+    changed = {k: v for k, v in chosen.items() if cfg.data.get(k, PRESET_DATA_KEYS[k]) != v}
+    for k, v in changed.items():
+        if cfg.data.get(k, PRESET_DATA_KEYS[k]) != PRESET_DATA_KEYS[k]:  # the user's own choice is replaced
+            log.warning(
+                "model.%s=%s replaces data.%s=%s (set model.%s=null to use the data's)", k, v, k, cfg.data[k], k
+            )
+    if not changed:
+        return cfg
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg.data):  # a data config may predate the key
+        cfg.data.update(changed)
+    return cfg
+
+
+def target_transform(cfg, comp) -> tuple:
+    """(forward, inverse) of `model.target_transform`, checked against the task and the target's range."""
+    name = cfg.model.get("target_transform", "none")
+    if name not in TARGET_TRANSFORMS:
+        raise UserError(f"unknown model.target_transform '{name}': choose one of {', '.join(TARGET_TRANSFORMS)}")
+    if name != "none" and comp.task != "regression":
+        raise UserError(f"model.target_transform={name} is for regression targets, not a {comp.task} task: use none")
+    if name == "log1p" and comp.y.min() < 0:
+        raise UserError(
+            f"model.target_transform=log1p needs a target >= 0, but '{comp.target}' goes down to {comp.y.min():g}: "
+            "use none"
+        )
+    return TARGET_TRANSFORMS[name]
+
+
+def _model_spec(cfg) -> dict:
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    for key in PRESET_DATA_KEYS:  # in the spec as the data's value, whichever group set it
+        model.pop(key, None)
+    if model.get("target_transform") == "none":  # added later: the default keeps older ids
+        del model["target_transform"]
+    return model
 
 
 def spec(cfg) -> dict:
     """Everything that determines a model's predictions (besides the data and folds)."""
     trainer = {k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items() if k not in COSMETIC}
-    data = {k: cfg.data.get(k) for k in ("feature_cols", "categorical_encoding", "rare_min_frequency", "max_length")}
-    if cfg.data.get("numeric_scaling", "standard") != "standard":  # added later: the default keeps older ids
-        data["numeric_scaling"] = cfg.data.numeric_scaling
+    data = {k: cfg.data.get(k) for k in ("feature_cols", "rare_min_frequency", "max_length")}
+    data["categorical_encoding"] = encoding(cfg)
+    if data_choice(cfg, "numeric_scaling") != "standard":  # added later: the default keeps older ids
+        data["numeric_scaling"] = data_choice(cfg, "numeric_scaling")
     return {
-        "model": OmegaConf.to_container(cfg.model, resolve=True),
+        "model": _model_spec(cfg),
         "optimizer": OmegaConf.to_container(cfg.optimizer, resolve=True),
         "scheduler": OmegaConf.to_container(cfg.scheduler, resolve=True),
         "trainer": trainer,
@@ -43,23 +105,34 @@ def spec(cfg) -> dict:
     }
 
 
-def model_id(cfg) -> str:
-    """Readable and unique: backbone, finetune mode, head, seed, and a hash of the whole spec."""
+def head_name(cfg, task: str | None = None) -> str:
+    """The head as trained: for scikit-learn heads the estimator class the task gets (LGBMRegressor for a
+    regression run of a ...Classifier preset), once the task is known (`task`, or a `data.task` other than auto)."""
+    h = cfg.model.head
+    if h.type == "linear":
+        return "linear"
+    if h.type != "sklearn":
+        return "mlp" + "x".join(map(str, h.hidden))
+    task = task or (cfg.data.get("task") if cfg.data.get("task", "auto") != "auto" else None)
+    target = str(estimator_spec(h, task)._target_) if task else str(h.estimator._target_)
+    return (estimator_target(target, task) if task else target).rsplit(".", 1)[-1].lower()
+
+
+def model_id(cfg, task: str | None = None) -> str:
+    """Readable and unique: backbone, finetune mode, head (+ a categorical encoding other than onehot and a target
+    transform), seed, and a hash of the whole spec."""
     m = cfg.model
     digest = hashlib.sha256(json.dumps(spec(cfg), sort_keys=True).encode()).hexdigest()[:6]
-    if m.kind == "tabular":
-        base = "tabular"
+    if m.kind in ("tabular", "tfidf"):  # no pretrained backbone to name
+        base = m.kind
     else:
         name = m.backbone.name.removeprefix("pkg://").split("/")[0]
         base = f"{name}-{m.finetune}"
-    h = m.head
-    head = (
-        h.estimator._target_.rsplit(".", 1)[-1].lower()
-        if h.type == "sklearn"
-        else "linear"
-        if h.type == "linear"
-        else "mlp" + "x".join(map(str, h.hidden))
-    )
+    head = head_name(cfg, task)
+    if m.kind in ("tabular", "tfidf") and encoding(cfg) != "onehot":
+        head += f"-{encoding(cfg)}"
+    if m.get("target_transform", "none") != "none":
+        head += f"-{m.target_transform}"
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{base}-{head}-s{cfg.seed}-{digest}")
 
 
@@ -100,7 +173,8 @@ def is_complete(model_dir: Path, folds_hash: str) -> bool:
 def run_folds(cfg, prep: Prepared, model_dir: Path) -> list[tuple[int, dict, dict]]:
     """Train (or reload) every fold; returns (k, rows, result) per fold."""
     comp, out, shared = prep.comp, [], None
-    y = comp.y
+    forward, inverse = target_transform(cfg, comp)
+    y = forward(comp.y.astype(float)) if comp.task == "regression" else comp.y  # what the models learn
     trains_backbone = cfg.model.kind != "tabular" and cfg.model.finetune != "frozen"
     for k, rows in fold_rows(prep.folds):
         path = model_dir / "folds" / f"fold{k}.npz"
@@ -116,8 +190,10 @@ def run_folds(cfg, prep: Prepared, model_dir: Path) -> list[tuple[int, dict, dic
             y_train = y[rows["train"]].astype(float)
             y_scale = (float(y_train.mean()), float(y_train.std() or 1.0)) if comp.task == "regression" else (0, 1)
             res = train_fold(cfg, comp, backbone, datasets, in_dim, k, model_dir, y_scale)
+            if comp.task == "regression":  # no head extrapolates past the targets it trained on; target's units
+                res |= {p: inverse(np.clip(res[p], y_train.min(), y_train.max())) for p in ("val", "test")}
             _save_fold(path, res, prep.folds_meta["folds_hash"])
-            score = comp.metric(y[rows["val"]], res["val"])
+            score = comp.metric(comp.y[rows["val"]], res["val"])
             log.info(
                 "fold %d: %s %.5f (%d epochs, %.0f s)",
                 k,
@@ -177,7 +253,8 @@ def write_outputs(cfg, prep: Prepared, model_dir: Path, mid: str, results: list,
 
 def train_job(cfg, prep: Prepared) -> dict:
     """Train one model spec over all folds (resuming finished folds) and write its folder."""
-    mid = model_id(cfg)
+    cfg = resolved(cfg)
+    mid = model_id(cfg, prep.comp.task)
     model_dir = prep.out_dir / "models" / mid
     if is_complete(model_dir, prep.folds_meta["folds_hash"]) and not cfg.retrain:
         log.info("model %s: complete with this config and these folds, skipping (retrain=true to redo)", mid)

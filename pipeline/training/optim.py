@@ -1,6 +1,8 @@
-"""Optimizer parameter groups (reduced backbone LR when finetuning), LR schedules and losses."""
+"""Optimizer parameter groups (reduced backbone LR when finetuning, optionally decayed per layer), LR schedules and
+losses."""
 
 import math
+import re
 
 import torch
 from torch import nn
@@ -9,14 +11,60 @@ from pipeline.errors import UserError
 
 LOSSES = ("auto", "cross_entropy", "bce", "mse", "mae", "smooth_l1")
 SCHEDULES = ("none", "cosine", "step", "plateau", "onecycle")
+LAYER = re.compile(r"(?:^|\.)layers?\.(\d+)\.")  # BERT/RoBERTa/DeBERTa `encoder.layer.3.`, ModernBERT `layers.3.`
 
 
-def param_groups(backbone: nn.Module | None, head: nn.Module, lr: float, backbone_lr_mult: float) -> list[dict]:
-    """Head at `lr`; backbone at `lr * backbone_lr_mult` (~0.1: pretrained weights need only small steps)."""
+def param_groups(
+    backbone: nn.Module | None,
+    head: nn.Module,
+    lr: float,
+    backbone_lr_mult: float,
+    layer_decay: float | None = None,
+) -> list[dict]:
+    """Head at `lr`; backbone at `lr * backbone_lr_mult` (~0.1: pretrained weights need only small steps), per
+    encoder layer when `layer_decay` is set (see `layer_decay_groups`)."""
     groups = [{"name": "head", "params": list(head.parameters()), "lr": lr}]
-    if backbone is not None:
-        groups.append({"name": "backbone", "params": list(backbone.parameters()), "lr": lr * backbone_lr_mult})
+    if backbone is None:
+        return groups
+    if layer_decay is None:
+        return groups + [{"name": "backbone", "params": list(backbone.parameters()), "lr": lr * backbone_lr_mult}]
+    return groups + layer_decay_groups(backbone, lr * backbone_lr_mult, layer_decay)
+
+
+def layer_decay_groups(backbone: nn.Module, lr: float, decay: float) -> list[dict]:
+    """Layer-wise LR decay, as timm's `param_groups_layer_decay` but for transformers' parameter names.
+
+    The top encoder layer trains at `lr`, each layer below at `decay` times the one above, the embeddings lowest
+    (6 layers, decay 0.8: 0.8**6 = 0.26 x lr): low layers hold general features that need the smallest changes.
+    Parameters after the layers (e.g. the pooler) stay at `lr`. Groups: backbone, backbone_layer<i>, ...,
+    backbone_embeddings (history.csv: lr_<group>).
+    """
+    if not 0 < decay <= 1:
+        raise UserError(f"model.layer_decay={decay}: expected a factor in (0, 1] (e.g. 0.8), or null for none")
+    by_layer: dict[int | None, list[nn.Parameter]] = {}
+    for name, p in backbone.named_parameters():
+        by_layer.setdefault(_layer_index(name), []).append(p)
+    layers = [i for i in by_layer if i is not None and i >= 0]
+    if not layers:
+        raise UserError(
+            f"model.layer_decay needs a transformer encoder with numbered layers ('...layer.<i>.'); "
+            f"{type(backbone).__name__} has none: set model.layer_decay=null"
+        )
+    n = max(layers) + 1
+    groups = []
+    for i in sorted(by_layer, key=lambda i: n if i is None else i, reverse=True):  # top first
+        depth = 0 if i is None else n - 1 - i  # the embeddings (-1) sit at depth n
+        name = "backbone" if i is None else "backbone_embeddings" if i < 0 else f"backbone_layer{i}"
+        groups.append({"name": name, "params": by_layer[i], "lr": lr * decay**depth})
     return groups
+
+
+def _layer_index(name: str) -> int | None:
+    """The encoder layer a parameter belongs to; -1 for the embeddings, None for anything else."""
+    m = LAYER.search(name)
+    if m:
+        return int(m.group(1))
+    return -1 if "embed" in name else None
 
 
 def build_scheduler(cfg, optimizer: torch.optim.Optimizer, steps_per_epoch: int, epochs: int) -> dict | None:

