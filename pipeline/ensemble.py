@@ -13,6 +13,7 @@ import hydra
 from omegaconf import DictConfig
 
 from pipeline.ensembling.members import load_context, load_members
+from pipeline.ensembling.methods import Selected
 from pipeline.ensembling.registry import build_methods
 from pipeline.ensembling.report import leaderboard, summary, table, write_outputs
 from pipeline.ensembling.scoring import choose, evaluate_members, evaluate_method
@@ -34,8 +35,13 @@ def main(cfg: DictConfig) -> None:
         # honest (nested) CV, then refit on all rows
         scored = [evaluate_method(m, stack, ctx.metric, cfg.ensemble.n_jobs) for m in methods]
         entries = members + scored
-        # auto weighs the methods against the best member submitted as is; a named method is what was asked for
-        chosen = choose(entries if cfg.ensemble.method == "auto" else scored, ctx.metric, cfg.ensemble.select)
+        # auto weighs the methods against the best member submitted as is, with that choice itself scored by
+        # nested CV (honest); a named method is what was asked for
+        auto = cfg.ensemble.method == "auto"
+        honest = evaluate_method(Selected(ctx.metric), stack, ctx.metric, cfg.ensemble.n_jobs) if auto else None
+        if honest:
+            log.info("the best member chosen out of fold: CV %.5f +- %.5f", honest.score.cv_mean, honest.score.cv_std)
+        chosen = choose(entries if auto else scored, ctx.metric, cfg.ensemble.select, honest)
         submission = build_submission(chosen.test_pred, stack.test_ids, ctx)
         board = leaderboard(entries, chosen, ctx.metric, with_test=stack.test_y is not None)
         path = write_outputs(ctx, stack, entries, chosen, submission, board)

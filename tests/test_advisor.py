@@ -19,6 +19,7 @@ CONF_DIR = ROOT / "conf"
 @pytest.fixture(scope="module")
 def cfg():
     """Compose the real `train` config (with its hydra section, for the presets' sweeps) with overrides."""
+
     def make(*overrides: str):
         chosen = any(o.startswith(("model=", "experiment=")) for o in overrides)
         base = [] if chosen else ["model=image"]  # the rules are about a network's config (the default is auto)

@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 from pipeline import ensemble  # importing `pipeline` registers the config resolvers
 from pipeline.data.contract import file_hash
 from pipeline.ensembling.members import load_context, load_members
-from pipeline.ensembling.methods import Mean, Rank
+from pipeline.ensembling.methods import Mean, Rank, Selected
 from pipeline.ensembling.registry import build_methods
 from pipeline.ensembling.scoring import (
     SELECTIONS,
@@ -252,6 +252,27 @@ def test_selection_rules_on_known_fold_scores() -> None:
     assert choose([member, loose], m, "one_se") is member
     with pytest.raises(UserError, match="unknown ensemble.select 'worst': choose one of gain, best, one_se"):
         choose([member], m, "worst")
+
+
+def test_gain_is_measured_against_the_member_chosen_out_of_fold() -> None:
+    """The best member's own CV is the best of many (flattered); `honest` is that choice scored by nested CV."""
+    m = get_metric("logloss", "binary")
+    member = _entry("member", "a", [0.30, 0.32, 0.31, 0.33, 0.29])
+    noisy = _entry("method", "weighted", [0.28, 0.34, 0.30, 0.32, 0.29])  # within the noise of the flattered CV
+    honest = _entry("method", "best_member", [0.33, 0.35, 0.33, 0.35, 0.32])  # other folds chose others at times
+    assert choose([member, noisy], m) is member
+    assert choose([member, noisy], m, honest=honest) is noisy
+    behind = _entry("method", "mean", [0.31, 0.33, 0.32, 0.33, 0.31])  # beats `honest`, trails the member's CV
+    assert choose([member, behind], m, honest=honest) is member
+
+
+def test_selected_picks_the_best_member_on_its_rows() -> None:
+    y = np.array([0, 1, 0, 1, 1, 0])
+    good = np.stack([1 - y * 0.8 - 0.1, y * 0.8 + 0.1], axis=1)
+    bad = good[:, ::-1]
+    sel = Selected(get_metric("roc_auc", "binary")).fit(np.stack([bad, good]), y)
+    assert sel.index_ == 1 and np.array_equal(sel.predict(np.stack([bad, good])), good)
+    assert sel.describe(["bad", "good"]) == {"member": "good", "weights": {"bad": 0.0, "good": 1.0}}
 
 
 def one_strong_and_noisy(fake: Fake, seed: int = 0) -> None:

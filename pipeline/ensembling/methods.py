@@ -124,3 +124,29 @@ class Vote(Method):
         # ties go to the class with the higher mean probability: the bonus stays under half a vote
         votes += 0.5 * P.mean(axis=0, dtype=np.float64)
         return normalize_rows(votes)
+
+
+class Selected(Method):
+    """The single member that scores best on the rows it is fitted on. As a method, nested CV scores the choice
+    itself: the best of many members' CV scores flatters its member (the winner's curse), its nested score not."""
+
+    name = "best_member"
+    learns = True
+
+    def __init__(self, metric):
+        self.metric = metric
+
+    def fit(self, P: np.ndarray, y: np.ndarray, X: pd.DataFrame | None = None) -> "Selected":
+        best = None
+        for i, member in enumerate(P):
+            s = self.metric(y, member[:, 0] if member.shape[1] == 1 else member)
+            if best is None or self.metric.better(s, best[1]):
+                best = (i, s)
+        self.index_ = best[0]
+        return self
+
+    def predict(self, P: np.ndarray, X: pd.DataFrame | None = None) -> np.ndarray:
+        return P[self.index_]
+
+    def describe(self, names: list[str]) -> dict:
+        return {"member": names[self.index_], "weights": {n: float(i == self.index_) for i, n in enumerate(names)}}
