@@ -5,7 +5,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-EXPERIMENTS ?= mnist_finetune mnist   ## the zoo `make train` runs (conf/experiment/), one multirun each
+EXPERIMENTS ?= auto                    ## the zoo `make train` runs (conf/experiment/), one multirun each
 ARGS ?=                               ## extra Hydra overrides, e.g. ARGS="seed=0,1,2"
 
 .PHONY: help install train ensemble data prepare test test-fast lint format bench bench-anchors report advise clean
