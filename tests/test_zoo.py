@@ -132,3 +132,16 @@ def test_frozen_size_shrinks_to_fit_the_budget():
     assert frozen_size("tf_efficientnet_lite0", images=5.0, budget=900, gpu=False) == 160  # mnist on 2 cores
     assert frozen_size("tf_efficientnet_lite0", images=5.0, budget=900, gpu=True) == 224
     assert frozen_size("tf_efficientnet_lite0", images=5.0, budget=3600, gpu=False) == 224
+
+
+def test_budget_left_buys_seeds_of_the_best_seeded_families(make_comp, tmp_path, monkeypatch):
+    monkeypatch.setattr("pipeline.training.zoo.MAX_SEED", 3)  # one extra seed per family keeps the test short
+    comp = make_comp(n_train=60, n_test=12)
+    out = tmp_path / "fill"
+    overrides = [o for o in overrides_for(comp, out, "zoo.skip=[catboost,xgb,native]") if "text_col" not in o]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+        members = train_zoo(cfg, prepare(cfg), overrides, fit)
+    extra = [m for m in members if m.tier == 3]
+    assert sorted(" ".join(m.overrides) for m in extra) == ["model=tabular seed=3", "model=tabular_lgbm seed=3"]
+    assert all(m.status == "trained" for m in extra)

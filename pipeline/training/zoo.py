@@ -162,6 +162,33 @@ def choose_transform(zoo: Zoo) -> list[str]:
     return ["model.target_transform=log1p"] if better else []
 
 
+MAX_SEED = 9  # extra seeds stop here, whatever the budget: past ~10 bagged copies an average barely moves
+
+
+def _family(m: Member) -> tuple[str, ...]:
+    return tuple(o for o in m.overrides if not o.startswith("seed="))
+
+
+def fill(zoo: Zoo, families: int = 2) -> None:
+    """The budget left after the plan buys more seeds of the best families (the same overrides but the seed) that
+    already vary by seed (two or more seeds trained), best CV first, each at its measured cost, while it fits."""
+    trained = [m for m in zoo.members if m.status == "trained" and m.cv_score is not None]
+    sign = 1 if zoo.prep.comp.metric.greater_is_better else -1
+    best: dict[tuple, Member] = {}
+    for m in sorted(trained, key=lambda m: -sign * m.cv_score):
+        best.setdefault(_family(m), m)
+    seeded = [f for f in best if sum(_family(m) == f for m in trained) >= 2][:families]
+    used = {(_family(m), o) for m in zoo.members for o in m.overrides if o.startswith("seed=")}
+    for seed in range(MAX_SEED + 1):
+        for f in seeded:
+            if (f, f"seed={seed}") in used:
+                continue
+            m = Member([*f, f"seed={seed}"], f"{best[f].why} (seed {seed}: budget left)", best[f].seconds or 0, 3)
+            if zoo.elapsed + m.cost > zoo.budget:
+                return
+            zoo.run(m)
+
+
 def train_zoo(cfg: DictConfig, prep: Prepared, overrides: list[str], fit: Callable) -> list[Member]:
     """Plan the zoo from the competition's views, rows and task, then train it member by member within budget."""
     zoo = Zoo(cfg, prep, overrides, fit)
@@ -184,6 +211,7 @@ def train_zoo(cfg: DictConfig, prep: Prepared, overrides: list[str], fit: Callab
     zoo.members += planned
     for m in planned:
         zoo.run(m)
+    fill(zoo)
     trained = sum(m.status == "trained" for m in zoo.members)
     log.info("zoo: %d members trained in %.0f s; see %s", trained, zoo.elapsed, prep.out_dir / "zoo.json")
     return zoo.members
