@@ -183,7 +183,8 @@ def fill(zoo: Zoo, families: int = 2) -> None:
         for f in seeded:
             if (f, f"seed={seed}") in used:
                 continue
-            m = Member([*f, f"seed={seed}"], f"{best[f].why} (seed {seed}: budget left)", best[f].seconds or 0, 3)
+            why = best[f].why.split(" (seed")[0]
+            m = Member([*f, f"seed={seed}"], f"{why} (seed {seed}: budget left)", best[f].seconds or 0, 3)
             if zoo.elapsed + m.cost > zoo.budget:
                 return
             zoo.run(m)
