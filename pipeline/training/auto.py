@@ -112,6 +112,7 @@ def tabular_members(comp: Competition, mixed: bool) -> list[Member]:
 def text_members(comp: Competition, gpu: bool, has_tab: bool) -> list[Member]:
     """TF-IDF (text view), heads on frozen MiniLM embeddings (joined with the tabular features), a finetune."""
     k = len(comp.train) / 1000
+    head = k * COST["frozen_head"]
     only_text = ["data.feature_cols=[]"] if has_tab else []
     embed = k * 1.25 * COST["text_embed"] / (GPU_SPEEDUP if gpu else 1)  # test rows too: ~1/4 more
     frozen = ["model=text", "model.finetune=frozen"]
@@ -125,13 +126,13 @@ def text_members(comp: Competition, gpu: bool, has_tab: bool) -> list[Member]:
         Member(
             [*frozen, "model.head.type=sklearn", linear_head(comp.task), "seed=0"],
             f"linear model on frozen all-MiniLM-L6-v2 embeddings{joined}",
-            embed + k,
+            embed + head,
         ),
-        Member([*frozen, "seed=0"], f"MLP on frozen MiniLM embeddings{joined}", k),
-        Member([*frozen, "model.head.hidden=[512,256]", "seed=1"], "a deeper MLP on the same embeddings", k, 1),
+        Member([*frozen, "seed=0"], f"MLP on frozen MiniLM embeddings{joined}", head),
+        Member([*frozen, "model.head.hidden=[512,256]", "seed=1"], "a deeper MLP on the same embeddings", head, 1),
     ]
     if has_tab:
-        members.append(Member([*frozen, *lgbm_head(), "seed=0"], f"LightGBM on MiniLM embeddings{joined}", 3 * k))
+        members.append(Member([*frozen, *lgbm_head(), "seed=0"], f"LightGBM on MiniLM embeddings{joined}", 3 * head))
     finetune = k * COST["text_finetune"] / (GPU_SPEEDUP if gpu else 1)
     tune = ["model=text_finetune", "trainer.max_epochs=2", "trainer.batch_size=32", "data.max_length=64", *only_text]
     members += [
@@ -165,6 +166,7 @@ def image_members(comp: Competition, gpu: bool, has_tab: bool, backbone: str, bu
     """Heads on frozen features at the backbone's size (or the largest the budget allows), finetuned members
     (two seeds first) with flip TTA when images may be mirrored (`data.hflip`)."""
     k, speed = len(comp.train) / 1000, GPU_SPEEDUP if gpu else 1
+    head = k * COST["frozen_head"]
     images = k + len(comp.test) / 1000
     size = frozen_size(backbone, images, budget, gpu)
     frozen = ["model=image", "model.finetune=frozen", f"model.backbone.input_size={size}"]
@@ -180,12 +182,12 @@ def image_members(comp: Competition, gpu: bool, has_tab: bool, backbone: str, bu
         Member(
             [*frozen, "model.head.type=sklearn", linear_head(comp.task), "seed=0"],
             f"linear model on frozen features at {size} px{joined}",
-            embed + k,
+            embed + head,
         ),
-        Member([*frozen, "seed=0"], f"MLP on the same frozen features{joined}", k),
+        Member([*frozen, "seed=0"], f"MLP on the same frozen features{joined}", head),
         Member([*tune, "seed=0"], f"finetuned end to end at {px} px, backbone at 1/10 LR", cost),
         Member([*tune, "seed=1"], "a second finetune seed: finetunes differ more than heads", cost, 1),
-        Member([*frozen, "model.head.hidden=[512,256]", "seed=1"], "a deeper MLP on the frozen features", k, 1),
+        Member([*frozen, "model.head.hidden=[512,256]", "seed=1"], "a deeper MLP on the frozen features", head, 1),
         Member([*tune, "seed=2"], "a third finetune seed", cost, 2),
     ]
 
