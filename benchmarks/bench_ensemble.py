@@ -21,10 +21,11 @@ import numpy as np
 import pandas as pd
 from hydra import compose, initialize_config_dir
 
+from pipeline.artifacts import model_folder
 from pipeline.data.contract import file_hash
-from pipeline.ensembling.members import load_context, load_members
+from pipeline.ensembling.members import load_context, load_stack
 from pipeline.ensembling.registry import build_methods
-from pipeline.ensembling.report import leaderboard, write_outputs
+from pipeline.ensembling.report import leaderboard, write_ensemble
 from pipeline.ensembling.scoring import choose, evaluate_members, evaluate_method
 from pipeline.ensembling.submission import build_submission
 
@@ -47,14 +48,14 @@ def _member(job: tuple) -> None:
     """Write one member: logits = its strength x the class it sees + its own noise."""
     folder, seen, seen_test, strength, seed, columns = job
     rng = np.random.default_rng(seed)
-    for name, target, first_id in (("oof.csv", seen, 0), ("test.csv", seen_test, len(seen))):
+    for path, target, first_id in ((folder.oof, seen, 0), (folder.test, seen_test, len(seen))):
         k = len(columns)
         logits = strength * np.eye(k, dtype=np.float32)[target] + rng.standard_normal((len(target), k), np.float32)
         p = np.exp(logits)
         frame = pd.DataFrame(p / p.sum(axis=1, keepdims=True), columns=columns)
         frame.insert(0, "id", np.arange(first_id, first_id + len(target)))
-        frame.to_csv(folder / name, index=False, float_format="%.6g")
-    (folder / "metrics.json").write_text(json.dumps({"folds_hash": "bench", "task": _task(len(columns))}))
+        frame.to_csv(path, index=False, float_format="%.6g")
+    folder.metrics.write_text(json.dumps({"folds_hash": "bench", "task": _task(len(columns))}))
 
 
 def _seen(y: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -107,8 +108,8 @@ def write_competition(args: argparse.Namespace, root: Path) -> None:
     (out / "competition.json").write_text(json.dumps(info))
     jobs = []
     for j in range(args.members):
-        folder = out / "models" / f"m{j:02d}"
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = model_folder(out, f"m{j:02d}")
+        folder.path.mkdir(parents=True, exist_ok=True)
         strength = 1.0 + 1.5 * j / max(args.members - 1, 1)
         jobs.append((folder, seen, seen_test, strength, j + 1, [str(c) for c in range(k)]))
     with Pool() as pool:
@@ -158,7 +159,7 @@ def run_stage(root: Path, method: str, timer: Timer) -> list:
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("ensemble", overrides=overrides)
     ctx = timer.step("read competition + folds", load_context, root / "out", cfg.data)
-    stack = timer.step("load + validate members", load_members, ctx, cfg.ensemble)
+    stack = timer.step("load + validate members", load_stack, ctx, cfg.ensemble)
     entries = timer.step("members' CV", evaluate_members, stack, ctx.metric, cfg.ensemble.n_jobs)
     for m in build_methods(cfg.ensemble, ctx, stack):
         step = f"{m.name} (nested CV + refit)"
@@ -167,7 +168,7 @@ def run_stage(root: Path, method: str, timer: Timer) -> list:
     def outputs() -> None:
         chosen = choose(entries, ctx.metric, cfg.ensemble.select)
         board = leaderboard(entries, chosen, ctx.metric, with_test=True)
-        write_outputs(ctx, stack, entries, chosen, build_submission(chosen.test_pred, stack.test_ids, ctx), board)
+        write_ensemble(ctx, stack, entries, chosen, build_submission(chosen.test_pred, stack.test_ids, ctx), board)
 
     timer.step("outputs (submission, plots)", outputs)
     return entries

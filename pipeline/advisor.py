@@ -6,7 +6,6 @@ runs after a job, on its learning curves. `advisor.strict=true` turns findings i
 silences rules by name.
 """
 
-import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -15,7 +14,7 @@ import pandas as pd
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from pipeline.artifacts import write_json
+from pipeline.artifacts import ModelFolder, read_json, write_json
 from pipeline.errors import UserError
 from pipeline.reporting.diagnosis import diagnose
 
@@ -324,21 +323,19 @@ def advise_before(cfg) -> list[Finding]:
     return findings
 
 
-def advise_after(cfg, model_dir: Path, before: list[Finding]) -> list[Finding]:
+def advise_after(cfg, folder: ModelFolder, before: list[Finding]) -> list[Finding]:
     """The history rule after a job; writes `advice.json` (before + after findings) into the model folder."""
-    path = Path(model_dir) / "history.csv"
-    after = check_history(cfg, pd.read_csv(path)) if path.is_file() else []
-    write_json({"before": [asdict(f) for f in before], "after": [asdict(f) for f in after]}, model_dir / "advice.json")
+    history = folder.read_history()
+    after = check_history(cfg, history) if not history.empty else []
+    write_json({"before": [asdict(f) for f in before], "after": [asdict(f) for f in after]}, folder.advice)
     enforce(cfg, after, "in the learning curves")
     return after
 
 
-def read_advice(model_dir: Path) -> dict[str, list[dict]]:
+def read_advice(folder: ModelFolder) -> dict[str, list[dict]]:
     """A model folder's findings: its advice.json, or recomputed from config.yaml and history.csv."""
-    model_dir = Path(model_dir)
-    if (model_dir / "advice.json").is_file():
-        return json.loads((model_dir / "advice.json").read_text())
-    cfg = OmegaConf.load(model_dir / "config.yaml")
-    hist = model_dir / "history.csv"
-    after = check_history(cfg, pd.read_csv(hist)) if hist.is_file() else []
+    if folder.advice.is_file():
+        return read_json(folder.advice)
+    cfg, history = folder.read_config(), folder.read_history()
+    after = check_history(cfg, history) if not history.empty else []
     return {"before": [asdict(f) for f in check(cfg)], "after": [asdict(f) for f in after]}

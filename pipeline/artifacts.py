@@ -1,13 +1,17 @@
-"""The outputs layout and atomic writes: nothing half-written is ever read by a later stage."""
+"""The outputs layout (the model folder's format) and atomic writes: nothing half-written is ever read later."""
 
+import io
 import json
 import os
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+from omegaconf import DictConfig, OmegaConf
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)  # read once: os.umask can only be read by setting it
@@ -45,3 +49,98 @@ def write_json(obj: Any, path: Path) -> Path:
 def read_json(path: Path) -> Any:
     """Read a JSON file."""
     return json.loads(Path(path).read_text())
+
+
+# -- The model folder: outputs/<name>/models/<model_id>/ -------------------------------------------------------
+# Every stage reads and writes a member through ModelFolder; this is the format's one definition.
+#   config.yaml    the resolved config that trained it (written first)
+#   folds/fold<k>.npz   one finished fold: validation + test predictions, history (a rerun resumes from these)
+#   oof.csv        id column, then one probability column per class (class names as headers) or `prediction`;
+#                  each training row predicted by the fold model that never saw it
+#   test.csv       the same columns for the test rows, averaged over the fold models
+#   history.csv    one row per fold and epoch (losses, scores, monitors)
+#   advice.json    the advisor's findings before and after training
+#   metrics.json   CV score, fold scores, task, classes, folds_hash... written LAST: it marks the folder complete
+MODELS = "models"
+
+
+@dataclass(frozen=True)
+class ModelFolder:
+    """One member's folder: its files' paths, writing (atomic, metrics last), reading and completeness."""
+
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    config = property(lambda self: self.path / "config.yaml")
+    oof = property(lambda self: self.path / "oof.csv")
+    test = property(lambda self: self.path / "test.csv")
+    history = property(lambda self: self.path / "history.csv")
+    advice = property(lambda self: self.path / "advice.json")
+    metrics = property(lambda self: self.path / "metrics.json")
+
+    def fold(self, k: int) -> Path:
+        return self.path / "folds" / f"fold{k}.npz"
+
+    def fold_files(self) -> list[Path]:
+        return sorted((self.path / "folds").glob("fold*.npz"))
+
+    def write_fold(self, k: int, res: dict, folds_hash: str) -> None:
+        """Fold k's predictions (`val`, `test`) and its history, tagged with the folds they belong to."""
+        meta = {key: res[key] for key in ("history", "epochs", "best_epoch", "seconds")} | {"folds_hash": folds_hash}
+
+        def write(tmp: Path) -> None:
+            buf = io.BytesIO()
+            np.savez(buf, val=res["val"], test=res["test"], meta=np.array(json.dumps(meta)))
+            tmp.write_bytes(buf.getvalue())
+
+        atomic_write(self.fold(k), write)
+
+    def read_fold(self, k: int, folds_hash: str) -> dict | None:
+        """Fold k's saved result, or None when it is missing or was made on other folds."""
+        if not self.fold(k).is_file():
+            return None
+        with np.load(self.fold(k)) as z:
+            meta = json.loads(str(z["meta"]))
+            if meta.get("folds_hash") != folds_hash:
+                return None
+            return {"val": z["val"], "test": z["test"], **meta}
+
+    def is_complete(self, folds_hash: str | None = None) -> bool:
+        """metrics.json is there (and, given `folds_hash`, was made on those folds)."""
+        if not self.metrics.is_file():
+            return False
+        return folds_hash is None or self.read_metrics().get("folds_hash") == folds_hash
+
+    def read_metrics(self) -> dict:
+        return read_json(self.metrics)
+
+    def read_history(self) -> pd.DataFrame:
+        """history.csv, or an empty frame when the member kept none."""
+        return pd.read_csv(self.history) if self.history.is_file() else pd.DataFrame()
+
+    def read_config(self) -> DictConfig | None:
+        return OmegaConf.load(self.config) if self.config.is_file() else None
+
+    def write_config(self, cfg: DictConfig) -> None:
+        atomic_write(self.config, lambda tmp: OmegaConf.save(cfg, tmp, resolve=True))
+
+    def write_results(self, oof: pd.DataFrame, test: pd.DataFrame, history: pd.DataFrame, metrics: dict) -> None:
+        """oof.csv, test.csv, history.csv, then metrics.json last: a reader never sees a half-written member."""
+        write_csv(oof, self.oof)
+        write_csv(test, self.test)
+        write_csv(history, self.history)
+        write_json(metrics, self.metrics)
+
+
+def model_folder(out_dir: Path, model_id: str) -> ModelFolder:
+    return ModelFolder(Path(out_dir) / MODELS / model_id)
+
+
+def model_folders(out_dir: Path, complete: bool = True) -> list[ModelFolder]:
+    """The member folders under out_dir/models (by name); only the complete ones unless `complete=False`."""
+    root = Path(out_dir) / MODELS
+    folders = [ModelFolder(p) for p in sorted(root.iterdir()) if p.is_dir()] if root.is_dir() else []
+    return [f for f in folders if f.is_complete()] if complete else folders

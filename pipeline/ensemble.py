@@ -12,10 +12,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from pipeline.ensembling.members import load_context, load_members
+from pipeline.ensembling.members import load_context, load_stack
 from pipeline.ensembling.methods import Selected
 from pipeline.ensembling.registry import build_methods
-from pipeline.ensembling.report import leaderboard, summary, table, write_outputs
+from pipeline.ensembling.report import leaderboard, summary, table, write_ensemble
 from pipeline.ensembling.scoring import choose, evaluate_members, evaluate_method
 from pipeline.ensembling.submission import build_submission
 from pipeline.errors import user_errors
@@ -28,7 +28,7 @@ def main(cfg: DictConfig) -> None:
     """Validate the members, score members and methods out of fold, choose what to submit, write the outputs."""
     with user_errors():
         ctx = load_context(Path(cfg.paths.output_dir), cfg.data)  # competition.json, folds, training target
-        stack = load_members(ctx, cfg.ensemble)  # every complete model, validated against the folds
+        stack = load_stack(ctx, cfg.ensemble)  # every complete model, validated against the folds
         methods = build_methods(cfg.ensemble, ctx, stack)
         log.info("%d members, methods %s, metric %s", len(stack.names), [m.name for m in methods], ctx.metric.name)
         members = evaluate_members(stack, ctx.metric, cfg.ensemble.n_jobs)
@@ -44,7 +44,7 @@ def main(cfg: DictConfig) -> None:
         chosen = choose(entries if auto else scored, ctx.metric, cfg.ensemble.select, honest)
         submission = build_submission(chosen.test_pred, stack.test_ids, ctx)
         board = leaderboard(entries, chosen, ctx.metric, with_test=stack.test_y is not None)
-        path = write_outputs(ctx, stack, entries, chosen, submission, board)
+        path = write_ensemble(ctx, stack, entries, chosen, submission, board)
         print(table(board))
         print(summary(entries, chosen, ctx.metric))
         print(f"submission: {path}")

@@ -11,6 +11,7 @@ import hydra
 from omegaconf import DictConfig
 
 import pipeline  # noqa: F401  (registers the `dirname`/`basename` resolvers used by conf/data/csv.yaml)
+from pipeline.artifacts import model_folders
 from pipeline.errors import UserError, user_errors
 from pipeline.reporting.page import write_report
 
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 def main(cfg: DictConfig) -> None:
     with user_errors():
         out_dir = Path(cfg.paths.output_dir)
-        if not any(out_dir.glob("models/*/metrics.json")):
+        if not model_folders(out_dir):
             raise UserError(f"no complete models in {out_dir}/models: train some first (make train)")
         path = write_report(out_dir, Path(cfg.paths.report_dir))
         print(f"report: {path.resolve().as_uri()}")

@@ -14,6 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from pipeline.advisor import advise_after, advise_before
+from pipeline.artifacts import model_folder
 from pipeline.errors import user_errors
 from pipeline.prepare import prepare
 from pipeline.training.auto import Member, default_model
@@ -68,7 +69,7 @@ def fit(cfg: DictConfig, prep) -> dict:
         cfg.seed,
     )
     metrics = train_job(cfg, prep)
-    advise_after(cfg, prep.out_dir / "models" / metrics["model_id"], advice)  # regularization vs the curves
+    advise_after(cfg, model_folder(prep.out_dir, metrics["model_id"]), advice)  # regularization vs the curves
     return metrics
 
 

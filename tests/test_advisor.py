@@ -10,6 +10,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from pipeline.advisor import advise_after, check, check_history, enforce, read_advice, swept_keys
+from pipeline.artifacts import ModelFolder
 from pipeline.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,9 +133,9 @@ def test_regularization_without_overfitting(cfg, tmp_path):
     assert [x.rule for x in check_history(cfg("optimizer.weight_decay=0.01"), GOOD)] == ["needless_regularization"]
     assert check_history(cfg("optimizer=adamw"), GOOD) == []  # AdamW's default decoupled decay is not "large"
     GOOD.to_csv(tmp_path / "history.csv", index=False)
-    after = advise_after(c, tmp_path, check(c))
+    after = advise_after(c, ModelFolder(tmp_path), check(c))
     assert [x.rule for x in after] == ["needless_regularization"]
-    assert read_advice(tmp_path)["after"][0]["rule"] == "needless_regularization"
+    assert read_advice(ModelFolder(tmp_path))["after"][0]["rule"] == "needless_regularization"
 
 
 def run_advise(tmp_path, *args: str) -> subprocess.CompletedProcess:

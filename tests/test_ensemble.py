@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 from pipeline import ensemble  # importing `pipeline` registers the config resolvers
 from pipeline.data.contract import file_hash
-from pipeline.ensembling.members import load_context, load_members
+from pipeline.ensembling.members import load_context, load_stack
 from pipeline.ensembling.methods import Mean, Rank, Selected
 from pipeline.ensembling.registry import build_methods
 from pipeline.ensembling.scoring import (
@@ -185,7 +185,7 @@ def compose_cfg(fake: Fake, *extra: str) -> DictConfig:
 def load(fake: Fake, *extra: str):
     cfg = compose_cfg(fake, *extra)
     ctx = load_context(fake.out, cfg.data)
-    return cfg, ctx, load_members(ctx, cfg.ensemble)
+    return cfg, ctx, load_stack(ctx, cfg.ensemble)
 
 
 def run_main(fake: Fake, capsys, *extra: str) -> str:

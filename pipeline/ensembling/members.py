@@ -1,8 +1,8 @@
 """Read what the training stage wrote and validate every member against the competition's folds.
 
-A member is a folder `outputs/<name>/models/<model_id>/`; it is complete once `metrics.json` exists (written
-last). Its `oof.csv` must cover the rows of `folds.csv` in the same order, with the columns the competition's
-classes give, and come from the same folds (`folds_hash`): members on other folds are never mixed in.
+A member is a model folder (its format: pipeline/artifacts.py), complete once `metrics.json` exists. Its
+`oof.csv` must cover the rows of `folds.csv` in the same order, with the columns the competition's classes give,
+and come from the same folds (`folds_hash`): members on other folds are never mixed in.
 """
 
 import logging
@@ -15,7 +15,7 @@ import pandas as pd
 from omegaconf import DictConfig, ListConfig
 from sklearn.model_selection import KFold, StratifiedKFold
 
-from pipeline.artifacts import read_json
+from pipeline.artifacts import MODELS, ModelFolder, model_folders, read_json
 from pipeline.data.contract import file_hash
 from pipeline.data.folds import HOLDOUT_TRAIN_ONLY
 from pipeline.data.tabular import split_columns
@@ -155,25 +155,26 @@ def load_context(out_dir: Path, data: DictConfig) -> Context:
     )
 
 
-def discover(models_dir: Path, include: list[str], exclude: list[str]) -> list[Path]:
-    """The complete member folders (with metrics.json) whose names match `include` and not `exclude`."""
-    if not models_dir.is_dir():
-        raise UserError(f"{models_dir} not found: train some models first (`make train`)")
-    folders = sorted(p for p in models_dir.iterdir() if p.is_dir())
+def discover(out_dir: Path, include: list[str], exclude: list[str]) -> list[ModelFolder]:
+    """The complete member folders whose names match `include` and not `exclude`."""
+    folders = model_folders(out_dir, complete=False)
+    if not folders:
+        raise UserError(f"no model folder under {Path(out_dir) / MODELS}: train some models first (`make train`)")
     for pattern in include:
-        if not any(fnmatch(p.name, pattern) for p in folders):
-            log.warning("ensemble.include pattern '%s' matches no model folder in %s", pattern, models_dir)
+        if not any(fnmatch(f.name, pattern) for f in folders):
+            log.warning("ensemble.include pattern '%s' matches no model folder in %s", pattern, out_dir)
     chosen = [
-        p
-        for p in folders
-        if (not include or any(fnmatch(p.name, g) for g in include)) and not any(fnmatch(p.name, g) for g in exclude)
+        f
+        for f in folders
+        if (not include or any(fnmatch(f.name, g) for g in include)) and not any(fnmatch(f.name, g) for g in exclude)
     ]
-    complete = [p for p in chosen if (p / "metrics.json").is_file()]
-    for p in sorted(set(chosen) - set(complete)):
-        log.info("skipping %s: no metrics.json (still training, or failed)", p)
+    for f in chosen:
+        if not f.is_complete():
+            log.info("skipping %s: no metrics.json (still training, or failed)", f.path)
+    complete = [f for f in chosen if f.is_complete()]
     if not complete:
         raise UserError(
-            f"no complete model under {models_dir} matches ensemble.include={list(include)} "
+            f"no complete model under {Path(out_dir) / MODELS} matches ensemble.include={list(include)} "
             f"ensemble.exclude={list(exclude)}: train models first (`make train`)"
         )
     return complete
@@ -214,10 +215,10 @@ def _predictions(path: Path, ctx: Context, ids: np.ndarray | None, rows: np.ndar
     return got, values
 
 
-def load_member(folder: Path, ctx: Context, test_ids: np.ndarray | None) -> tuple[dict, np.ndarray, tuple]:
+def validate_member(folder: ModelFolder, ctx: Context, test_ids: np.ndarray | None) -> tuple[dict, np.ndarray, tuple]:
     """Validate one member folder: (metrics.json, OOF of the validated rows, (test ids, test values))."""
     try:
-        metrics = read_json(folder / "metrics.json")
+        metrics = folder.read_metrics()
     except ValueError as e:
         raise InvalidMember(f"metrics.json is not valid JSON ({e})") from e
     if metrics.get("folds_hash") != ctx.info["folds_hash"]:
@@ -228,8 +229,8 @@ def load_member(folder: Path, ctx: Context, test_ids: np.ndarray | None) -> tupl
         )
     if metrics.get("task", ctx.task) != ctx.task:
         raise InvalidMember(f"its task is {metrics['task']}, the competition's is {ctx.task}")
-    _, oof = _predictions(folder / "oof.csv", ctx, ctx.ids, ctx.validated)
-    test = _predictions(folder / "test.csv", ctx, test_ids, None)
+    _, oof = _predictions(folder.oof, ctx, ctx.ids, ctx.validated)
+    test = _predictions(folder.test, ctx, test_ids, None)
     if test_ids is None and len(test[0]) != ctx.info["n_test"]:
         raise InvalidMember(f"test.csv has {len(test[0])} rows, the competition has {ctx.info['n_test']}")
     return metrics, oof[ctx.validated], test
@@ -258,15 +259,15 @@ def _patterns(value: str | ListConfig | None) -> list[str]:
 def _load_valid(ctx: Context, cfg: DictConfig) -> list[tuple]:
     """(folder, metrics.json, OOF, (test ids, test values)) per member that fits; refuse or skip others."""
     loaded, first_test_ids = [], None
-    for folder in discover(ctx.out_dir / "models", _patterns(cfg.include), _patterns(cfg.exclude)):
+    for folder in discover(ctx.out_dir, _patterns(cfg.include), _patterns(cfg.exclude)):
         try:
-            metrics, oof, (test_ids, test) = load_member(folder, ctx, first_test_ids)
+            metrics, oof, (test_ids, test) = validate_member(folder, ctx, first_test_ids)
         except InvalidMember as e:
             if not cfg.skip_invalid:
                 raise UserError(
-                    f"model {folder} does not fit: {e} (or skip such models with ensemble.skip_invalid=true)"
+                    f"model {folder.path} does not fit: {e} (or skip such models with ensemble.skip_invalid=true)"
                 ) from e
-            log.warning("skipping model %s: %s", folder, e)
+            log.warning("skipping model %s: %s", folder.path, e)
             continue
         loaded.append((folder, metrics, oof, (test_ids, test)))
         first_test_ids = test_ids  # the later members' test rows must follow the same ids
@@ -275,7 +276,7 @@ def _load_valid(ctx: Context, cfg: DictConfig) -> list[tuple]:
     return loaded
 
 
-def load_members(ctx: Context, cfg: DictConfig) -> Stack:
+def load_stack(ctx: Context, cfg: DictConfig) -> Stack:
     """Load and validate every selected complete member, stacked into arrays over the validated rows."""
     folders, metrics, oofs, tests = zip(*_load_valid(ctx, cfg), strict=True)
     names = [f.name for f in folders]
@@ -284,7 +285,7 @@ def load_members(ctx: Context, cfg: DictConfig) -> Stack:
     y = ctx.y[ctx.validated]
     return Stack(
         names=names,
-        folders=list(folders),
+        folders=[f.path for f in folders],
         metrics=list(metrics),
         oof=_stacked(list(oofs), ctx),
         test=_stacked([t for _, t in tests], ctx),

@@ -186,7 +186,7 @@ def provenance(ctx: Context, stack: Stack, entries: list[Entry], chosen: Entry) 
     }
 
 
-def write_outputs(
+def write_ensemble(
     ctx: Context,
     stack: Stack,
     entries: list[Entry],

@@ -6,9 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from pipeline.advisor import read_advice
+from pipeline.artifacts import ModelFolder, model_folders
 from pipeline.reporting.diagnosis import Diagnosis, diagnose
 
 log = logging.getLogger(__name__)
@@ -31,23 +32,22 @@ class Member:
         return float(self.metrics["cv_score"])
 
 
-def load_member(folder: Path) -> Member:
-    """A complete model folder (metrics.json present); history, config and advice are optional."""
-    metrics = json.loads((folder / "metrics.json").read_text())
-    hist_path, cfg_path = folder / "history.csv", folder / "config.yaml"
-    history = pd.read_csv(hist_path) if hist_path.is_file() else pd.DataFrame()
-    config = OmegaConf.load(cfg_path) if cfg_path.is_file() else None
+def read_model(folder: ModelFolder) -> Member:
+    """A complete model folder; history, config and advice are optional."""
+    metrics, history, config = folder.read_metrics(), folder.read_history(), folder.read_config()
     try:
-        advice = read_advice(folder) if config is not None or (folder / "advice.json").is_file() else {}
+        advice = read_advice(folder) if config is not None or folder.advice.is_file() else {}
     except Exception as e:  # an older or hand-edited config: the rest of the report still helps
-        log.warning("%s: advisor findings unavailable (%s)", folder, e)
+        log.warning("%s: advisor findings unavailable (%s)", folder.path, e)
         advice = {}
-    return Member(metrics.get("model_id", folder.name), folder, metrics, history, config, diagnose(history), advice)
+    return Member(
+        metrics.get("model_id", folder.name), folder.path, metrics, history, config, diagnose(history), advice
+    )
 
 
-def load_members(out_dir: Path) -> list[Member]:
-    """Every complete model under out_dir/models, best CV score first."""
-    members = [load_member(f.parent) for f in sorted(Path(out_dir).glob("models/*/metrics.json"))]
+def read_models(out_dir: Path) -> list[Member]:
+    """Every complete model under out_dir, best CV score first."""
+    members = [read_model(f) for f in model_folders(out_dir)]
     if not members:
         return []
     higher = members[0].metrics.get("greater_is_better", True)

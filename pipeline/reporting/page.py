@@ -13,7 +13,7 @@ import pandas as pd
 
 from pipeline.artifacts import atomic_write
 from pipeline.reporting import diagnosis as dg
-from pipeline.reporting.collect import Member, load_members, read_ensemble
+from pipeline.reporting.collect import Member, read_ensemble, read_models
 from pipeline.reporting.figures import learning_curves, selection_figure
 from pipeline.reporting.selection import selections
 from pipeline.reporting.tables import advice_table, dead_relu_table, member_table, ratio_table
@@ -177,7 +177,7 @@ def write_report(out_dir: Path, report_dir: Path | None = None) -> Path:
     """Write `<report_dir>/index.html` (default `<out_dir>/report/`) for every complete model under out_dir."""
     out_dir = Path(out_dir)
     report_dir = Path(report_dir or out_dir / "report")
-    members = load_members(out_dir)
+    members = read_models(out_dir)
     log.info("report: %d complete models in %s", len(members), out_dir)
     page = render(out_dir, report_dir, members)
     return atomic_write(report_dir / "index.html", lambda tmp: tmp.write_text(page, encoding="utf-8"))

@@ -1,24 +1,22 @@
-"""One job = one model spec over all folds, writing outputs/<name>/models/<model_id>/.
+"""One job = one model spec over all folds, writing its model folder (format: pipeline/artifacts.py).
 
-Each finished fold is saved atomically (folds/fold<k>.npz), so a killed job restarts at its first unfinished
-fold; metrics.json is written last and marks the model complete (the ensemble stage reads only complete ones).
+Each finished fold is saved atomically, so a killed job restarts at its first unfinished fold; metrics.json is
+written last and marks the model complete (the ensemble stage reads only complete ones).
 """
 
 import copy
 import hashlib
-import io
 import json
 import logging
 import re
 import time
-from pathlib import Path
 
 import lightning as L
 import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf, open_dict
 
-from pipeline.artifacts import atomic_write, read_json, write_csv, write_json
+from pipeline.artifacts import ModelFolder, model_folder
 from pipeline.errors import UserError
 from pipeline.models.backbones import build_backbone
 from pipeline.prepare import Prepared
@@ -144,43 +142,16 @@ def fold_rows(folds: np.ndarray) -> list[tuple[int, dict]]:
     ]
 
 
-def _save_fold(path: Path, res: dict, folds_hash: str) -> None:
-    meta = {k: res[k] for k in ("history", "epochs", "best_epoch", "seconds")} | {"folds_hash": folds_hash}
-
-    def write(tmp: Path) -> None:
-        buf = io.BytesIO()
-        np.savez(buf, val=res["val"], test=res["test"], meta=np.array(json.dumps(meta)))
-        tmp.write_bytes(buf.getvalue())
-
-    atomic_write(path, write)
-
-
-def _load_fold(path: Path, folds_hash: str) -> dict | None:
-    if not path.is_file():
-        return None
-    with np.load(path) as z:
-        meta = json.loads(str(z["meta"]))
-        if meta.get("folds_hash") != folds_hash:
-            return None
-        return {"val": z["val"], "test": z["test"], **meta}
-
-
-def is_complete(model_dir: Path, folds_hash: str) -> bool:
-    m = model_dir / "metrics.json"
-    return m.is_file() and read_json(m).get("folds_hash") == folds_hash
-
-
-def run_folds(cfg, prep: Prepared, model_dir: Path) -> list[tuple[int, dict, dict]]:
+def run_folds(cfg, prep: Prepared, folder: ModelFolder) -> list[tuple[int, dict, dict]]:
     """Train (or reload) every fold; returns (k, rows, result) per fold."""
     comp, out, shared = prep.comp, [], None
     forward, inverse = target_transform(cfg, comp)
     y = forward(comp.y.astype(float)) if comp.task == "regression" else comp.y  # what the models learn
     trains_backbone = cfg.model.kind != "tabular" and cfg.model.finetune != "frozen"
     for k, rows in fold_rows(prep.folds):
-        path = model_dir / "folds" / f"fold{k}.npz"
-        res = _load_fold(path, prep.folds_meta["folds_hash"])
+        res = folder.read_fold(k, prep.folds_meta["folds_hash"])
         if res is not None:
-            log.info("fold %d: done earlier (%s), reusing", k, path)
+            log.info("fold %d: done earlier (%s), reusing", k, folder.fold(k))
         else:
             L.seed_everything(cfg.seed * 1000 + k, workers=True, verbose=False)
             if trains_backbone or shared is None:  # finetuning starts every fold from the pretrained weights
@@ -189,10 +160,10 @@ def run_folds(cfg, prep: Prepared, model_dir: Path) -> list[tuple[int, dict, dic
             datasets, in_dim = fold_datasets(comp, backbone, cfg, rows, y, prep.out_dir / "cache")
             y_train = y[rows["train"]].astype(float)
             y_scale = (float(y_train.mean()), float(y_train.std() or 1.0)) if comp.task == "regression" else (0, 1)
-            res = train_fold(cfg, comp, backbone, datasets, in_dim, k, model_dir, y_scale)
+            res = train_fold(cfg, comp, backbone, datasets, in_dim, k, folder.path, y_scale)
             if comp.task == "regression":  # no head extrapolates past the targets it trained on; target's units
                 res |= {p: inverse(np.clip(res[p], y_train.min(), y_train.max())) for p in ("val", "test")}
-            _save_fold(path, res, prep.folds_meta["folds_hash"])
+            folder.write_fold(k, res, prep.folds_meta["folds_hash"])
             score = comp.metric(comp.y[rows["val"]], res["val"])
             log.info(
                 "fold %d: %s %.5f (%d epochs, %.0f s)",
@@ -214,22 +185,19 @@ def prediction_frame(comp, ids, pred: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame({comp.id_col: np.asarray(ids), **cols})
 
 
-def write_outputs(cfg, prep: Prepared, model_dir: Path, mid: str, results: list, seconds: float) -> dict:
-    """oof.csv, test.csv, history.csv, then metrics.json last (it marks the model complete)."""
+def write_results(cfg, prep: Prepared, folder: ModelFolder, results: list, seconds: float) -> dict:
+    """The fold results joined into the member's oof/test predictions, history and metrics."""
     comp = prep.comp
     width = () if comp.task == "regression" else (len(comp.classes),)
     oof = np.full((len(comp.y), *width), np.nan)
     for _, rows, res in results:
         oof[rows["val"]] = res["val"]
     test = np.mean([res["test"] for _, _, res in results], axis=0)
-    write_csv(prediction_frame(comp, comp.train[comp.id_col], oof), model_dir / "oof.csv")
-    write_csv(prediction_frame(comp, comp.test[comp.id_col], test), model_dir / "test.csv")
     hist = pd.DataFrame([{"fold": k, **h} for k, _, res in results for h in res["history"]])
-    write_csv(hist, model_dir / "history.csv")
     scores = [comp.metric(comp.y[rows["val"]], res["val"]) for _, rows, res in results]
     valid = ~np.isnan(oof if oof.ndim == 1 else oof[:, 0])
     metrics = {
-        "model_id": mid,
+        "model_id": folder.name,
         "metric": comp.metric.name,
         "greater_is_better": comp.metric.greater_is_better,
         "cv_score": comp.metric(comp.y[valid], oof[valid]),
@@ -247,29 +215,29 @@ def write_outputs(cfg, prep: Prepared, model_dir: Path, mid: str, results: list,
         "finetune": cfg.model.get("finetune"),
         "seed": cfg.seed,
     }
-    write_json(metrics, model_dir / "metrics.json")
+    oof_df = prediction_frame(comp, comp.train[comp.id_col], oof)
+    folder.write_results(oof_df, prediction_frame(comp, comp.test[comp.id_col], test), hist, metrics)
     return metrics
 
 
 def train_job(cfg, prep: Prepared) -> dict:
     """Train one model spec over all folds (resuming finished folds) and write its folder."""
     cfg = resolved(cfg)
-    mid = model_id(cfg, prep.comp.task)
-    model_dir = prep.out_dir / "models" / mid
-    if is_complete(model_dir, prep.folds_meta["folds_hash"]) and not cfg.retrain:
-        log.info("model %s: complete with this config and these folds, skipping (retrain=true to redo)", mid)
-        return read_json(model_dir / "metrics.json")
+    folder = model_folder(prep.out_dir, model_id(cfg, prep.comp.task))
+    if folder.is_complete(prep.folds_meta["folds_hash"]) and not cfg.retrain:
+        log.info("model %s: complete with this config and these folds, skipping (retrain=true to redo)", folder.name)
+        return folder.read_metrics()
     if cfg.retrain:
-        for f in (model_dir / "folds").glob("fold*.npz"):
+        for f in folder.fold_files():
             f.unlink()
     start = time.time()
-    atomic_write(model_dir / "config.yaml", lambda tmp: OmegaConf.save(cfg, tmp, resolve=True))
-    log.info("model %s: training %d folds -> %s", mid, len(fold_rows(prep.folds)), model_dir)
-    results = run_folds(cfg, prep, model_dir)
-    metrics = write_outputs(cfg, prep, model_dir, mid, results, time.time() - start)
+    folder.write_config(cfg)
+    log.info("model %s: training %d folds -> %s", folder.name, len(fold_rows(prep.folds)), folder.path)
+    results = run_folds(cfg, prep, folder)
+    metrics = write_results(cfg, prep, folder, results, time.time() - start)
     log.info(
         "model %s: CV %s %.5f (mean %.5f +- %.5f over folds)",
-        mid,
+        folder.name,
         metrics["metric"],
         metrics["cv_score"],
         metrics["cv_mean"],

@@ -1,7 +1,6 @@
 """The zoo: `experiment=auto` trains a planned zoo within a time budget (zoo.json records it), and the member
 table printed after every run lists each trained member of a competition with its CV score."""
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -14,7 +13,7 @@ import torch
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from pipeline.artifacts import write_json
+from pipeline.artifacts import model_folders, write_json
 from pipeline.data.contract import load_competition
 from pipeline.data.tabular import skewed_positive
 from pipeline.prepare import Prepared
@@ -24,10 +23,10 @@ log = logging.getLogger(__name__)
 
 
 def member_table(out_dir: Path) -> pd.DataFrame:
-    """One row per complete model under out_dir/models (best CV first)."""
+    """One row per complete model under out_dir (best CV first)."""
     rows = []
-    for f in sorted(Path(out_dir).glob("models/*/metrics.json")):
-        m = json.loads(f.read_text())
+    for f in model_folders(out_dir):
+        m = f.read_metrics()
         rows.append(
             {
                 "model_id": m["model_id"],
