@@ -12,7 +12,7 @@ import hydra
 from omegaconf import DictConfig
 
 import pipeline  # noqa: F401  (registers the `dirname`/`basename` resolvers used by conf/data/csv.yaml)
-from pipeline.advisor import check, hydra_sweep, strict_error
+from pipeline.advisor.rules import check, hydra_sweep, strict_error
 from pipeline.errors import user_errors
 
 _SHOWN: set[str] = set()  # findings already printed by an earlier job of this process

@@ -13,7 +13,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from pipeline.advisor import advise_after, advise_before
+from pipeline.advisor.rules import advise_after, advise_before
 from pipeline.artifacts import model_folder
 from pipeline.errors import user_errors
 from pipeline.prepare import prepare

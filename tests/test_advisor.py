@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 
-from pipeline.advisor import advise_after, check, check_history, enforce, read_advice, swept_keys
+from pipeline.advisor.rules import advise_after, check, check_history, enforce, read_advice, swept_keys
 from pipeline.artifacts import ModelFolder
 from pipeline.errors import UserError
 

@@ -1,7 +1,6 @@
 """Shared folds: one fold per row, what each scheme guarantees, reuse of folds.csv, refusal when stale."""
 
 import json
-import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +10,7 @@ import pandas as pd
 import pytest
 from conftest import Comp
 
+from pipeline.advisor.rules import check
 from pipeline.data.folds import HOLDOUT_TRAIN_ONLY
 from pipeline.errors import UserError
 from pipeline.prepare import prepare
@@ -58,17 +58,15 @@ def test_group_scheme_keeps_groups_in_one_fold(
 def test_holdout(
     make_comp: Callable[..., Comp],
     make_cfg: Callable,
-    caplog: pytest.LogCaptureFixture,
     fraction: float,
     warns: bool,
 ) -> None:
     comp = make_comp(n_train=40)
-    with caplog.at_level(logging.WARNING, logger="pipeline"):
-        prep = prepare(make_cfg(comp, "cv.scheme=holdout", f"cv.val_fraction={fraction}"))
+    cfg = make_cfg(comp, "cv.scheme=holdout", f"cv.val_fraction={fraction}")
+    prep = prepare(cfg)
     assert set(prep.folds) == {0, HOLDOUT_TRAIN_ONLY}
     assert (prep.folds == 0).sum() == round(fraction * 40)
-    warning = f"cv.val_fraction={fraction} is outside the usual 0.2-0.3"
-    assert (warning in caplog.text) is warns
+    assert ("holdout_fraction" in {f.rule for f in check(cfg)}) is warns  # the advisor's rule, defined once
 
 
 def test_regression_defaults_to_kfold(make_comp: Callable[..., Comp], make_cfg: Callable, out_dir: Path) -> None:

@@ -13,12 +13,13 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from torch import nn
 
+from pipeline.advisor.thresholds import Thresholds
 from pipeline.metrics import get_metric
-from pipeline.models.module import Net
 from pipeline.prepare import prepare
 from pipeline.training.inputs import array_loader
 from pipeline.training.job import train_job
-from pipeline.training.monitors import DeadRelu, UpdateRatio, build_monitors, ratio_advice
+from pipeline.training.module import Net
+from pipeline.training.monitors import DeadRelu, UpdateRatio, build_monitors
 
 NO_SCHEDULE = OmegaConf.create({"name": "none"})
 
@@ -113,7 +114,7 @@ def test_ratio_warning_after_the_first_epoch_once_per_fold(caplog):
 
 
 def test_ratio_warning_names_the_group_and_the_lr_change():
-    low, high = ratio_advice("backbone", 2e-5, 3), ratio_advice("head", 0.05, 0)
+    low, high = Thresholds.of().ratio_advice("backbone", 2e-5, 3), Thresholds.of().ratio_advice("head", 0.05, 0)
     assert "'backbone'" in low and "too low" in low and "model.backbone_lr_mult x3-x10" in low
     assert "'head'" in high and "too high" in high and "optimizer.lr /3-/10" in high
 

@@ -13,7 +13,7 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-from pipeline.reporting.diagnosis import diagnose
+from pipeline.advisor.diagnosis import diagnose
 from pipeline.reporting.page import SECTIONS, write_report
 
 

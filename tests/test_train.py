@@ -78,7 +78,7 @@ def test_full_finetune_uses_reduced_backbone_lr(make_comp, tmp_path, assets):
 
 def test_probe_phase_leaves_backbone_untouched(make_comp, tmp_path, assets):
     """probe_then_full: during the probe epochs the backbone's weights and batch-norm statistics stay fixed."""
-    from pipeline.models.module import Net
+    from pipeline.training.module import Net
 
     backbone = image_backbone(config(make_comp(), tmp_path, *image_args(assets)).model.backbone)
     before = {k: v.clone() for k, v in backbone.module.state_dict().items()}

@@ -1,12 +1,9 @@
 """Heads on top of features: linear or MLP (torch), Xavier-initialized with small biases."""
 
-import logging
-
 from torch import nn
 
 from pipeline.errors import UserError
 
-log = logging.getLogger(__name__)
 ACTIVATIONS = {
     "relu": nn.ReLU,
     "leaky_relu": nn.LeakyReLU,
@@ -43,14 +40,7 @@ def build_head(cfg, in_dim: int, out_dim: int) -> nn.Module:
         raise UserError(f"unknown model.head.type '{cfg.type}': choose linear, mlp or sklearn")
     if cfg.activation not in ACTIVATIONS:
         raise UserError(f"unknown model.head.activation '{cfg.activation}': choose one of {', '.join(ACTIVATIONS)}")
-    if cfg.activation == "sigmoid":
-        log.warning("model.head.activation=sigmoid in hidden layers saturates and slows learning; prefer relu")
-    if cfg.batch_norm and cfg.dropout > 0:
-        log.warning(
-            "model.head uses dropout=%s together with batch norm: they interfere; batch norm alone is "
-            "usually enough (set model.head.dropout=0)",
-            cfg.dropout,
-        )
+    # sigmoid hidden units and dropout beside batch norm are the advisor's findings (pipeline/advisor/rules.py)
     layers: list[nn.Module] = []
     for width in cfg.hidden:
         layers.append(init_layer(nn.Linear(in_dim, width), how))

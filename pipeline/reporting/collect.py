@@ -8,9 +8,10 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig
 
-from pipeline.advisor import read_advice
+from pipeline.advisor.diagnosis import Diagnosis, diagnose
+from pipeline.advisor.rules import read_advice
+from pipeline.advisor.thresholds import Thresholds
 from pipeline.artifacts import ModelFolder, model_folders
-from pipeline.reporting.diagnosis import Diagnosis, diagnose
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,11 @@ class Member:
     @property
     def score(self) -> float:
         return float(self.metrics["cv_score"])
+
+    @property
+    def thresholds(self) -> Thresholds:
+        """The monitor thresholds this model trained under."""
+        return Thresholds.of(self.config.get("monitors") if self.config is not None else None)
 
 
 def read_model(folder: ModelFolder) -> Member:

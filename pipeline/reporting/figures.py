@@ -7,7 +7,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display: render to files only
 import matplotlib.pyplot as plt  # noqa: E402
 
-from pipeline.reporting.diagnosis import Diagnosis, mean_curves  # noqa: E402
+from pipeline.advisor.diagnosis import Diagnosis, mean_curves  # noqa: E402
 from pipeline.reporting.selection import Selection  # noqa: E402
 
 DPI = 90  # ~50 KB a figure: a report of 50 models stays a few MB

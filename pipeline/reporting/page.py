@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline.advisor import diagnosis as dg
+from pipeline.advisor.thresholds import Thresholds
 from pipeline.artifacts import atomic_write
-from pipeline.reporting import diagnosis as dg
 from pipeline.reporting.collect import Member, read_ensemble, read_models
 from pipeline.reporting.figures import learning_curves, selection_figure
 from pipeline.reporting.selection import selections
 from pipeline.reporting.tables import advice_table, dead_relu_table, member_table, ratio_table
-from pipeline.training.monitors import DEAD_MAX, RATIO_HIGH, RATIO_LOW
 
 log = logging.getLogger(__name__)
 SECTIONS = ("leaderboard", "ensemble", "curves", "selection", "advice", "monitors")  # element ids, in page order
@@ -131,13 +131,14 @@ def selection_section(members: list[Member], report_dir: Path) -> str:
 
 def monitors_section(members: list[Member]) -> str:
     """The update-ratio and dead-ReLU tables."""
+    limits = Thresholds.of()  # the defaults; each table row is judged by its own model's config
     ratio_note = (
         "<p class='note'>||delta w|| / ||w|| per optimizer step (median per epoch); healthy is about 1e-3, "
-        f"warned outside [{RATIO_LOW:.0e}, {RATIO_HIGH:.0e}].</p>"
+        f"warned outside [{limits.ratio_low:.0e}, {limits.ratio_high:.0e}] by default.</p>"
     )
     dead_note = (
         "<p class='note'>Share of a layer's units never active over the validation pass; 10-20 % is normal, "
-        f"warned above {DEAD_MAX:.0%}.</p>"
+        f"warned above {limits.dead_max:.0%} by default.</p>"
     )
     return section(
         "monitors",

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from pipeline.advisor.diagnosis import diagnose
 from pipeline.reporting.collect import Member
-from pipeline.reporting.diagnosis import diagnose
+from pipeline.training.job import spec
 
 HEALTHY = "good"
 
@@ -41,8 +42,6 @@ def complexity(cfg) -> tuple[str, tuple]:
 
 def base_spec(cfg) -> str:
     """A hash of everything that determines predictions except complexity and seed."""
-    from pipeline.training.job import spec
-
     s = copy.deepcopy(spec(cfg))
     s.pop("seed")
     head = s["model"]["head"]

@@ -4,7 +4,6 @@ import numpy as np
 import pandas as pd
 
 from pipeline.reporting.collect import Member
-from pipeline.training.monitors import DEAD_MAX, RATIO_HIGH, RATIO_LOW, WARMUP_EPOCHS
 
 RATIO_PREFIX, DEAD_PREFIX = "update_ratio_", "dead_relu_"
 
@@ -46,23 +45,17 @@ def _per_epoch(history: pd.DataFrame, column: str) -> pd.Series:
     return history.dropna(subset=[column]).groupby("epoch")[column].mean()
 
 
-def ratio_status(value: float) -> str:
-    """ok inside [RATIO_LOW, RATIO_HIGH], else which way to move the LR."""
-    if value < RATIO_LOW:
-        return "low: raise the LR"
-    return "high: lower the LR" if value > RATIO_HIGH else "ok"
-
-
 def ratio_table(members: list[Member]) -> pd.DataFrame:
     """Update/parameter ratio per model and group (or layer): median over epochs and folds, range, flags."""
     rows = []
     for m in members:
+        limits = m.thresholds
         for col in (c for c in m.history.columns if c.startswith(RATIO_PREFIX)):
             per_epoch = _per_epoch(m.history, col)
             if per_epoch.empty:
                 continue
-            outside = int(((per_epoch < RATIO_LOW) | (per_epoch > RATIO_HIGH)).sum())
-            settled = m.history[m.history["epoch"] >= WARMUP_EPOCHS][col].dropna()  # as the warnings do
+            outside = int(((per_epoch < limits.ratio_low) | (per_epoch > limits.ratio_high)).sum())
+            settled = m.history[m.history["epoch"] >= limits.warmup_epochs][col].dropna()  # as the warnings do
             median = float(np.median(settled if len(settled) else m.history[col].dropna()))
             rows.append(
                 {
@@ -72,7 +65,7 @@ def ratio_table(members: list[Member]) -> pd.DataFrame:
                     "min_epoch": float(per_epoch.min()),
                     "max_epoch": float(per_epoch.max()),
                     "epochs_outside": f"{outside}/{len(per_epoch)}",
-                    "status": ratio_status(median),
+                    "status": limits.ratio_status(median),
                 }
             )
     return pd.DataFrame(rows)
@@ -93,7 +86,7 @@ def dead_relu_table(members: list[Member]) -> pd.DataFrame:
                     "layer": col.removeprefix(DEAD_PREFIX),
                     "dead_last_epoch": last,
                     "dead_max_epoch": float(per_epoch.max()),
-                    "status": f"high (> {DEAD_MAX:.0%})" if last > DEAD_MAX else "ok",
+                    "status": f"high (> {m.thresholds.dead_max:.0%})" if last > m.thresholds.dead_max else "ok",
                 }
             )
     return pd.DataFrame(rows)

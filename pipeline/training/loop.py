@@ -25,8 +25,8 @@ from pipeline.data.tabular import categorical_positions, split_columns
 from pipeline.errors import UserError
 from pipeline.models.backbones import Backbone
 from pipeline.models.heads import build_head
-from pipeline.models.module import Net
 from pipeline.training.inputs import ArrayDataset, array_loader, loader
+from pipeline.training.module import Net
 from pipeline.training.monitors import build_monitors
 from pipeline.training.optim import build_loss
 

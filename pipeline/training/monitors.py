@@ -13,12 +13,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.advisor.thresholds import Thresholds
+
 log = logging.getLogger(__name__)
-RATIO_LOW, RATIO_HIGH = 1e-4, 1e-2  # healthy ||delta w|| / ||w|| per step is ~1e-3
-# Adam's first steps move every weight by ~lr (bias-corrected m / sqrt(v) ~ +-1): the default MNIST head reads
-# 1.6e-2 in epoch 0, then 8e-3, 6e-3, ... 3e-3 by epoch 5. Warnings start after this transient.
-WARMUP_EPOCHS = 1
-DEAD_MAX = 0.2  # 10-20 % dead units is normal; more usually means a too-high LR or a bad init
 RELUS = (nn.ReLU, nn.ReLU6)  # units output exactly 0 when their input is <= 0
 EPS = 1e-12
 
@@ -28,10 +25,11 @@ def build_monitors(cfg) -> list[L.Callback]:
     if cfg is None or not cfg.get("enabled", True):
         return []
     out: list[L.Callback] = []
+    limits = Thresholds.of(cfg)
     if cfg.get("update_ratio", True):
-        out.append(UpdateRatio(cfg.get("every_n_steps", 10), cfg.get("per_layer", False)))
+        out.append(UpdateRatio(cfg.get("every_n_steps", 10), cfg.get("per_layer", False), limits))
     if cfg.get("dead_relu", True):
-        out.append(DeadRelu(cfg.get("dead_relu_backbone", False)))
+        out.append(DeadRelu(cfg.get("dead_relu_backbone", False), limits))
     return out
 
 
@@ -53,7 +51,8 @@ class UpdateRatio(L.Callback):
     The first batch of every epoch is always sampled, so full-batch optimizers (one step an epoch) are measured.
     """
 
-    def __init__(self, every_n_steps: int = 10, per_layer: bool = False):
+    def __init__(self, every_n_steps: int = 10, per_layer: bool = False, limits: Thresholds | None = None):
+        self.limits = limits or Thresholds.of()
         self.every_n_steps, self.per_layer = max(1, int(every_n_steps)), per_layer
         self._want = False
         self._before: dict[str, list[tuple[nn.Parameter, torch.Tensor]]] | None = None
@@ -96,7 +95,7 @@ class UpdateRatio(L.Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         medians = {f"update_ratio_{k}": float(np.median(v)) for k, v in self._ratios.items() if v}
         self._ratios.clear()
-        if trainer.current_epoch >= WARMUP_EPOCHS:
+        if trainer.current_epoch >= self.limits.warmup_epochs:
             self._warn(trainer, medians)
         add_to_history(trainer, pl_module, medians)
 
@@ -105,21 +104,9 @@ class UpdateRatio(L.Callback):
         groups = {str(g.get("name", i)) for i, g in enumerate(trainer.optimizers[0].param_groups)}
         for group in sorted(groups - self._warned):
             value = medians.get(f"update_ratio_{group}")
-            if value is not None and not RATIO_LOW <= value <= RATIO_HIGH:
+            if value is not None and self.limits.ratio_status(value) != "ok":
                 self._warned.add(group)
-                log.warning(ratio_advice(group, value, trainer.current_epoch))
-
-
-def ratio_advice(group: str, value: float, epoch: int) -> str:
-    """The warning for an update ratio outside [RATIO_LOW, RATIO_HIGH], with the LR change to try."""
-    low = value < RATIO_LOW
-    factor = "x3-x10" if low else "/3-/10"
-    key = "model.backbone_lr_mult" if group == "backbone" else "optimizer.lr"
-    return (
-        f"epoch {epoch}: update/parameter ratio of param group '{group}' is {value:.1e} (median), "
-        f"{'below' if low else 'above'} [{RATIO_LOW:.0e}, {RATIO_HIGH:.0e}] (healthy ~1e-3): "
-        f"the learning rate is probably too {'low' if low else 'high'}; try {key} {factor}"
-    )
+                log.warning(self.limits.ratio_advice(group, value, trainer.current_epoch))
 
 
 class DeadRelu(L.Callback):
@@ -129,7 +116,8 @@ class DeadRelu(L.Callback):
     (batch, tokens, features) outputs it is the feature, the last dimension.
     """
 
-    def __init__(self, include_backbone: bool = False):
+    def __init__(self, include_backbone: bool = False, limits: Thresholds | None = None):
+        self.limits = limits or Thresholds.of()
         # a pretrained backbone's activations are sparse by design (a third of EfficientNet's ReLU6 units stay
         # at 0 on MNIST): the rule of thumb is about the new layers, so only the head is watched by default
         self.include_backbone = include_backbone
@@ -161,7 +149,7 @@ class DeadRelu(L.Callback):
         self._handles.clear()
         self._dead = {f"dead_relu_{k}": 1.0 - float(v.float().mean()) for k, v in self._active.items()}
         for key, value in self._dead.items():
-            if value > DEAD_MAX and key not in self._warned:
+            if value > self.limits.dead_max and key not in self._warned:
                 self._warned.add(key)  # once per fold
                 units = int(self._active[key.removeprefix("dead_relu_")].numel())
                 log.warning(
@@ -172,7 +160,7 @@ class DeadRelu(L.Callback):
                     100 * value,
                     units,
                     key.removeprefix("dead_relu_"),
-                    100 * DEAD_MAX,
+                    100 * self.limits.dead_max,
                 )
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:

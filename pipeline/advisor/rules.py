@@ -14,9 +14,9 @@ import pandas as pd
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
+from pipeline.advisor.diagnosis import diagnose
 from pipeline.artifacts import ModelFolder, read_json, write_json
 from pipeline.errors import UserError
-from pipeline.reporting.diagnosis import diagnose
 
 log = logging.getLogger(__name__)
 ADAM_FAMILY = ("Adam", "AdamW", "Adamax", "NAdam", "RAdam")
