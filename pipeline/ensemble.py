@@ -12,13 +12,15 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from pipeline.data.folds import check_folds_file
 from pipeline.ensembling.members import load_context, load_stack
 from pipeline.ensembling.methods import Selected
 from pipeline.ensembling.registry import build_methods
 from pipeline.ensembling.report import leaderboard, summary, table, write_ensemble
 from pipeline.ensembling.scoring import choose, evaluate_members, evaluate_method
-from pipeline.ensembling.submission import build_submission
+from pipeline.ensembling.submission import apply_command_line, build_submission
 from pipeline.errors import user_errors
+from pipeline.schema import cli
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +29,10 @@ log = logging.getLogger(__name__)
 def main(cfg: DictConfig) -> None:
     """Validate the members, score members and methods out of fold, choose what to submit, write the outputs."""
     with user_errors():
+        check_folds_file(Path(cfg.paths.output_dir))  # folds.csv is the file folds.json describes
         ctx = load_context(Path(cfg.paths.output_dir), cfg.data)  # competition.json, folds, training target
         stack = load_stack(ctx, cfg.ensemble)  # every complete model, validated against the folds
+        apply_command_line(ctx, cfg.data, stack.test_ids)  # data.metric / data.sample_submission given here
         methods = build_methods(cfg.ensemble, ctx, stack)
         log.info("%d members, methods %s, metric %s", len(stack.names), [m.name for m in methods], ctx.metric.name)
         members = evaluate_members(stack, ctx.metric, cfg.ensemble.n_jobs)
@@ -51,4 +55,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main, "ensemble")  # the command line checked before Hydra creates its run folder

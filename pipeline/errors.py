@@ -12,13 +12,17 @@ class UserError(Exception):
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn a UserError into `error: <message>` on stderr and exit code 2.
+    """Turn a UserError into `error: <message>` on stderr and exit code 2, leaving no new file under outputs/.
 
     `HYDRA_FULL_ERROR=1` re-raises with the full traceback, for debugging.
     """
+    from pipeline.guard import begin, undo
+
+    begin()
     try:
         yield
     except UserError as e:
+        undo()  # what this run wrote before the error, and Hydra's run folder
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"error: {e}", file=sys.stderr)

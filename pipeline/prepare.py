@@ -15,6 +15,8 @@ from pipeline.artifacts import write_json
 from pipeline.data.contract import Competition, load_competition
 from pipeline.data.folds import load_or_build_folds
 from pipeline.errors import UserError, user_errors
+from pipeline.guard import clean_temp_files, watch
+from pipeline.schema import cli
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,8 @@ def prepare(cfg: DictConfig) -> Prepared:
     ensure_demo(cfg.data)
     comp = load_competition(cfg.data)
     out_dir = Path(cfg.paths.output_dir)
+    watch(out_dir)  # a user error from here on removes what this run wrote
+    clean_temp_files(out_dir)  # of killed runs, when no other run of this competition is alive
     folds, meta = load_or_build_folds(cfg.cv, comp, out_dir)
     write_json(competition_info(comp, meta), out_dir / "competition.json")
     counts = (
@@ -96,4 +100,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main, "train")

@@ -17,6 +17,7 @@ from pipeline.advisor.rules import advise_after, advise_before
 from pipeline.artifacts import model_folder
 from pipeline.errors import user_errors
 from pipeline.prepare import prepare
+from pipeline.schema import cli
 from pipeline.training.auto import Member, default_model
 from pipeline.training.job import train_job
 from pipeline.training.zoo import compose_member, train_zoo
@@ -74,4 +75,4 @@ def fit(cfg: DictConfig, prep) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main, "train")  # the command line checked before Hydra creates its run folder

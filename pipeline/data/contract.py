@@ -9,11 +9,12 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
+from pipeline.choices import Task
 from pipeline.errors import UserError
 from pipeline.metrics import Metric, get_metric
 
 log = logging.getLogger(__name__)
-TASKS = ("auto", "binary", "multiclass", "regression")
+TASKS = tuple(Task)
 MAX_INT_CLASSES = 20  # an integer target with at most this many distinct values is a class label
 
 
@@ -50,11 +51,27 @@ def read_csv(path: str | Path, what: str) -> pd.DataFrame:
         df = pd.read_csv(path)
     except pd.errors.EmptyDataError as e:
         raise UserError(f"{path} is empty: it needs a header line and at least one row") from e
-    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+    except UnicodeDecodeError as e:
+        raise UserError(not_utf8(path)) from e
+    except pd.errors.ParserError as e:
         raise UserError(f"{path} is not a readable CSV: {str(e).splitlines()[0]}") from e
     if df.empty:
         raise UserError(f"{path} has a header but no rows")
     return df
+
+
+def not_utf8(path: Path) -> str:
+    """Where a file stops being UTF-8: its line and byte, and how to convert it."""
+    data = Path(path).read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        return (
+            f"{path} line {line}: byte 0x{data[e.start]:02x} is not UTF-8; save the file as UTF-8 "
+            f"(e.g. iconv -f latin1 -t utf-8 {Path(path).name} > fixed.csv)"
+        )
+    return f"{path} is not UTF-8 text: save it as UTF-8"
 
 
 def file_hash(path: str | Path) -> str:
@@ -106,6 +123,14 @@ def infer_task(y: pd.Series, task: str) -> tuple[str, str]:
     elif pd.api.types.is_integer_dtype(y) and n <= MAX_INT_CLASSES:
         rule = f"integer target with {n} <= {MAX_INT_CLASSES} distinct values"
     else:
+        if pd.api.types.is_integer_dtype(y):
+            log.warning(
+                "target '%s' holds integers with %d distinct values (> %d): treated as a regression target; set "
+                "data.task=multiclass if they are class labels",
+                y.name,
+                n,
+                MAX_INT_CLASSES,
+            )
         return "regression", f"numeric target with {n} distinct values (dtype {y.dtype})"
     return ("binary" if n == 2 else "multiclass"), f"{rule}, {n} classes"
 
@@ -119,6 +144,12 @@ def encode_target(y: pd.Series, task: str, path: Path, target: str, positive: ob
             raise UserError(
                 f"{path} line {_line(y, bad)}: target '{target}' holds {show_value(y[bad].iloc[0])}, not a number; "
                 "a regression target must be numeric (or set data.task=binary/multiclass)"
+            )
+        inf = ~np.isfinite(values.to_numpy(float))
+        if inf.any():
+            raise UserError(
+                f"{path} line {_line(y, inf)}: target '{target}' holds {show_value(values[inf].iloc[0])}; "
+                "a regression target must be finite: drop or fix that row"
             )
         return values.to_numpy(float), None
     classes = sorted(y.unique().tolist())
@@ -137,11 +168,20 @@ def encode_target(y: pd.Series, task: str, path: Path, target: str, positive: ob
     return y.map(index).to_numpy(int), classes
 
 
-def check_images(df: pd.DataFrame, col: str, image_dir: Path, path: Path) -> None:
-    """Every image path must name a readable image under `image_dir` (headers only: cheap)."""
+def check_images(df: pd.DataFrame, col: str, image_dir: Path, path: Path, outside: bool = False) -> None:
+    """Every image path must name a readable image under `image_dir` (headers only: cheap).
+
+    Absolute paths and paths through '..' are refused unless `outside` (data.allow_outside_image_dir=true): a
+    competition's table should not make the pipeline read files elsewhere on the machine.
+    """
     if col not in df.columns:
         raise UserError(f"{path} has no image column '{col}'; set data.image_col=<column> or data.image_col=null")
     for i, name in enumerate(df[col]):
+        if not outside and isinstance(name, str) and (Path(name).is_absolute() or ".." in Path(name).parts):
+            raise UserError(
+                f"{path} line {i + 2}: image path {name!r} leaves data.image_dir ({image_dir}); give paths "
+                "relative to it, or set data.allow_outside_image_dir=true to read it anyway"
+            )
         file = image_dir / str(name)
         if not isinstance(name, str) or not file.is_file():
             raise UserError(
@@ -188,6 +228,33 @@ def _feature_columns(cfg, train: pd.DataFrame, test: pd.DataFrame, test_path: Pa
     return cols
 
 
+def check_finite(df: pd.DataFrame, cols: list[str], path: Path) -> None:
+    """Numeric feature columns must not hold inf or -inf (empty cells are fine: they are imputed per fold)."""
+    for c in cols:
+        if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]):
+            inf = np.isinf(df[c].to_numpy(float))
+            if inf.any():
+                raise UserError(
+                    f"{path} line {_line(df, inf)}: column '{c}' holds {show_value(df[c][inf].iloc[0])}; features "
+                    "must be finite (leave the cell empty for a missing value)"
+                )
+
+
+def check_sample(sample: Path, test: pd.DataFrame, id_col: str, test_path: Path) -> None:
+    """The sample submission must hold exactly the test ids (in any order)."""
+    df = read_csv(sample, "sample_submission")
+    if id_col not in df.columns:
+        raise UserError(f"{sample} has no id column '{id_col}' (columns: {', '.join(map(str, df.columns[:10]))})")
+    ids, test_ids = df[id_col].astype(str), set(test[id_col].astype(str))
+    unknown = ~ids.isin(test_ids)
+    if unknown.any() or len(ids) != len(test_ids):
+        first = f" (line {_line(df, unknown)}: id {show_value(df[id_col][unknown].iloc[0])})" if unknown.any() else ""
+        raise UserError(
+            f"{sample} ids differ from {test_path}: {int(unknown.sum())} unknown ids{first}, {len(ids)} rows for "
+            f"{len(test_ids)} test ids; is data.sample_submission this competition's?"
+        )
+
+
 def load_competition(cfg) -> Competition:
     """Read and validate a competition from its `data` config (see conf/data/csv.yaml)."""
     train_path, test_path = Path(cfg.train_csv), Path(cfg.test_csv)
@@ -213,14 +280,20 @@ def load_competition(cfg) -> Competition:
         image_dir = Path(cfg.image_dir) if cfg.get("image_dir") else train_path.parent
         if not image_dir.is_dir():
             raise UserError(f"data.image_dir={image_dir} is not a folder")
-        check_images(train, cfg.image_col, image_dir, train_path)
-        check_images(test, cfg.image_col, image_dir, test_path)
+        outside = bool(cfg.get("allow_outside_image_dir", False))
+        check_images(train, cfg.image_col, image_dir, train_path, outside)
+        check_images(test, cfg.image_col, image_dir, test_path, outside)
     if cfg.get("text_col"):
         check_text(train, cfg.text_col, train_path)
         check_text(test, cfg.text_col, test_path)
     sample = cfg.get("sample_submission")
     if sample and not Path(sample).is_file():
         raise UserError(f"data.sample_submission file not found: {sample} (set it to null to write id + target)")
+    if sample:
+        check_sample(Path(sample), test, cfg.id_col, test_path)
+    feature_cols = _feature_columns(cfg, train, test, test_path)
+    check_finite(train, feature_cols, train_path)
+    check_finite(test, feature_cols, test_path)
     return Competition(
         train=train,
         test=test,
@@ -230,7 +303,7 @@ def load_competition(cfg) -> Competition:
         classes=classes,
         id_col=cfg.id_col,
         target=cfg.target,
-        feature_cols=_feature_columns(cfg, train, test, test_path),
+        feature_cols=feature_cols,
         image_col=cfg.get("image_col"),
         image_dir=image_dir,
         text_col=cfg.get("text_col"),

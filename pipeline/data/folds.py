@@ -1,8 +1,9 @@
 """Cross-validation folds, built once per competition and shared by every model.
 
 `folds.csv` holds (id, fold); `folds.json` beside it holds the hash of the training file and the CV settings
-that built it. A model or ensemble trained on other folds is never mixed with these: a changed training file or
-changed settings stop the run until the user rebuilds on purpose (`cv.rebuild=true`).
+that built it, and the hash of `folds.csv` itself: an edited or replaced folds file stops the run, and folds are
+matched to the training rows by id. A model or ensemble trained on other folds is never mixed with these: a
+changed training file or changed settings stop the run until the user rebuilds on purpose (`cv.rebuild=true`).
 """
 
 import hashlib
@@ -15,11 +16,12 @@ import pandas as pd
 from sklearn.model_selection import GroupKFold, KFold, StratifiedKFold, train_test_split
 
 from pipeline.artifacts import read_json, write_csv, write_json
-from pipeline.data.contract import Competition, show_value
+from pipeline.choices import CVScheme
+from pipeline.data.contract import Competition, file_hash, show_value
 from pipeline.errors import UserError
 
 log = logging.getLogger(__name__)
-SCHEMES = ("auto", "stratified", "kfold", "group", "holdout")
+SCHEMES = tuple(CVScheme)
 HOLDOUT_TRAIN_ONLY = -1  # holdout: rows that only ever train carry this fold number
 
 
@@ -151,23 +153,69 @@ def _stale(old: dict, new: dict) -> str | None:
     return None
 
 
+REBUILD = "rebuild it with cv.rebuild=true (models trained on the old folds will be retrained)"
+
+
+def check_folds_file(out_dir: Path) -> dict:
+    """folds.json, after checking that folds.csv is the file it describes (its content hash)."""
+    csv, meta_path = Path(out_dir) / "folds.csv", Path(out_dir) / "folds.json"
+    if not meta_path.is_file():
+        raise UserError(f"{meta_path} not found: run `make train` for this competition first")
+    try:
+        meta = read_json(meta_path)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UserError(f"{meta_path} is not valid JSON (a truncated or edited file): {REBUILD}") from e
+    if not isinstance(meta, dict) or not csv.is_file():
+        raise UserError(f"{meta_path} has no matching {csv.name}: {REBUILD}")
+    want = meta.get("csv_hash")
+    if want and file_hash(csv) != want:
+        raise UserError(
+            f"{csv} was edited after it was built (hash {file_hash(csv)}, folds.json has {want}): {REBUILD}"
+        )
+    return meta
+
+
+def _by_id(csv: Path, comp: Competition) -> np.ndarray:
+    """The fold of each training row, matched by id (not by position)."""
+    try:
+        df = pd.read_csv(csv)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise UserError(f"{csv} is not a readable CSV: {REBUILD}") from e
+    if list(df.columns) != [comp.id_col, "fold"] or df[comp.id_col].duplicated().any():
+        raise UserError(f"{csv} does not hold one (id, fold) row per id: {REBUILD}")
+    fold = pd.to_numeric(df["fold"], errors="coerce")
+    by_id = pd.Series(fold.to_numpy(), index=df[comp.id_col].astype(str))
+    found = by_id.reindex(comp.train[comp.id_col].astype(str))
+    bad = found.isna() | (found % 1 != 0)
+    if bad.any() or len(by_id) != len(found):
+        line = int(np.flatnonzero(bad.to_numpy())[0]) + 2 if bad.any() else len(found) + 2
+        raise UserError(
+            f"{csv} does not match the training rows (train.csv line {line} has no integer fold): {REBUILD}"
+        )
+    return found.to_numpy(int)
+
+
 def load_or_build_folds(cv, comp: Competition, out_dir: Path) -> tuple[np.ndarray, dict]:
     """Reuse `out_dir/folds.csv` when it matches the data and settings; build it when missing or rebuilt."""
     csv, meta_path = Path(out_dir) / "folds.csv", Path(out_dir) / "folds.json"
     settings = cv_settings(cv, comp)
     meta = _meta(settings, comp)
     if csv.is_file() and meta_path.is_file() and not cv.rebuild:
-        why = _stale(read_json(meta_path), meta)
+        old = check_folds_file(out_dir)
+        why = _stale(old, meta)
         if why:
             raise UserError(
                 f"{csv} was built for other data: {why}. Rebuild it with cv.rebuild=true (models "
                 f"trained on the old folds will be retrained), or write elsewhere with name=<new name>"
             )
-        folds = pd.read_csv(csv)
+        folds = _by_id(csv, comp)
+        if "csv_hash" not in old and not np.array_equal(folds, assign_folds(settings, comp)):  # written before hashes
+            raise UserError(f"{csv} differs from the folds its settings give (edited?): {REBUILD}")
         log.info("folds: reusing %s (%s, hash %s)", csv, settings, meta["folds_hash"])
-        return folds["fold"].to_numpy(), meta
+        return folds, old | meta
     fold = assign_folds(settings, comp)
     write_csv(pd.DataFrame({comp.id_col: comp.train[comp.id_col], "fold": fold}), csv)
+    meta["csv_hash"] = file_hash(csv)
     write_json(meta, meta_path)
     log.info("folds: wrote %s (%s, hash %s)", csv, settings, meta["folds_hash"])
     return fold, meta

@@ -15,13 +15,14 @@ from sklearn.preprocessing import (
     StandardScaler,
 )
 
+from pipeline.choices import Encoding, Scaling
 from pipeline.errors import UserError
 
 log = logging.getLogger(__name__)
 # native: ordinal codes that tree heads are told are categorical (CatBoost, LightGBM, XGBoost, HistGradientBoosting
 # split on category sets); ordinal: the same codes, read as numbers
-ENCODINGS = ("onehot", "ordinal", "native")
-SCALINGS = ("standard", "quantile", "clipped")
+ENCODINGS = tuple(Encoding)
+SCALINGS = tuple(Scaling)
 # clipped: z-scores cut to +-CLIP_Z, so that a row far outside the training range (Ames: living areas 8 standard
 # deviations out) cannot drive an MLP's extrapolation. Ames, MLP without batch norm, 2 seeds x 5 folds: CV RMSE
 # 28.0k clipped at 3, 29.8k at 5, 31.8k unclipped (LightGBM: 25.5k).

@@ -132,7 +132,10 @@ def load_context(out_dir: Path, data: DictConfig) -> Context:
             f"{comp_path} not found: run `make train` for this competition first "
             f"(or point paths.output_dir / name at the competition's outputs)"
         )
-    info = read_json(comp_path)
+    try:
+        info = read_json(comp_path)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UserError(f"{comp_path} is not valid JSON (truncated or edited): rerun `make train` to rewrite it") from e
     folds_meta = read_json(out_dir / "folds.json") if (out_dir / "folds.json").is_file() else {}
     if folds_meta.get("folds_hash") != info["folds_hash"]:
         raise UserError(
@@ -187,7 +190,10 @@ def _predictions(path: Path, ctx: Context, ids: np.ndarray | None, rows: np.ndar
     """
     if not path.is_file():
         raise InvalidMember(f"{path.name} is missing")
-    df = pd.read_csv(path)
+    try:
+        df = pd.read_csv(path)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise InvalidMember(f"{path.name} is not a readable CSV ({str(e).splitlines()[0]})") from e
     expected = [ctx.id_col, *ctx.columns]
     if [str(c) for c in df.columns] != expected:
         raise InvalidMember(f"{path.name} has columns {list(df.columns)[:12]}, expected {expected[:12]}")

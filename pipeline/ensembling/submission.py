@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.data.contract import check_sample
 from pipeline.ensembling.members import Context
 from pipeline.errors import UserError
+from pipeline.metrics import get_metric
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +63,19 @@ def from_sample(pred: np.ndarray, test_ids: np.ndarray, ctx: Context, path: Path
     """Fill the sample's target columns with `pred`, in the sample's id order, columns and dtypes."""
     if not path.is_file():
         raise UserError(f"sample submission not found: {path} (set data.sample_submission=null for id + target)")
-    sample = pd.read_csv(path)
+    return fill_sample(pd.read_csv(path), pred, test_ids, ctx, path)
+
+
+def sample_for(sample: pd.DataFrame, test_ids: np.ndarray, id_col: str) -> pd.DataFrame:
+    """The sample's columns and dtypes for other test ids (new rows to predict), in their order."""
+    out = pd.DataFrame({id_col: test_ids})
+    for c in sample.columns.drop(id_col):
+        out[c] = np.resize(sample[c].to_numpy(), len(test_ids))  # values of the sample's kind (labels or numbers)
+    return out
+
+
+def fill_sample(sample: pd.DataFrame, pred: np.ndarray, test_ids: np.ndarray, ctx: Context, path: Path):
+    """`from_sample` on a sample already read (`path` names it in errors)."""
     pred = pred[_sample_order(sample, test_ids, ctx, path)]
     targets = [c for c in sample.columns if c != ctx.id_col]
     out = sample.copy()
@@ -100,3 +114,21 @@ def build_submission(pred: np.ndarray, test_ids: np.ndarray, ctx: Context) -> pd
     if sample:
         return from_sample(pred, test_ids, ctx, Path(sample))
     return default_format(pred, test_ids, ctx)
+
+
+def apply_command_line(ctx: Context, data, test_ids: np.ndarray) -> None:
+    """Use `data.metric` and `data.sample_submission` given to the ensemble stage in place of what training saved,
+    or refuse in one line when they do not fit the trained members (their task, classes and test ids)."""
+    metric = data.get("metric")
+    if metric not in (None, "auto") and metric != ctx.metric.name:
+        ctx.metric = get_metric(metric, ctx.task)  # one line when it does not fit the members' task
+        log.info("metric: %s (data.metric; training scored %s)", metric, ctx.info["metric"])
+    sample = data.get("sample_submission")
+    if sample and str(sample) != ctx.info.get("sample_submission"):
+        if not Path(sample).is_file():
+            raise UserError(f"data.sample_submission file not found: {sample} (set it to null to write id + target)")
+        check_sample(Path(sample), pd.DataFrame({ctx.id_col: test_ids}), ctx.id_col, ctx.test_csv)
+        log.info("submission format: %s (data.sample_submission)", sample)
+        ctx.info["sample_submission"] = str(sample)
+    width = 1 if ctx.classes is None else len(ctx.classes)
+    build_submission(np.zeros((len(test_ids), width)), test_ids, ctx)  # a format that does not fit stops here

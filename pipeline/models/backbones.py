@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from pipeline.choices import ModelKind, Pooling
 from pipeline.errors import UserError
 from pipeline.models.weights import load_matching, read_state_dict, resolve_path
 
@@ -49,13 +50,13 @@ class TextEncoder(nn.Module):
 
     def __init__(self, encoder: nn.Module, pooling: str):
         super().__init__()
-        if pooling not in ("cls", "mean"):
-            raise UserError(f"unknown model.backbone.pooling '{pooling}': choose cls or mean")
+        if pooling not in tuple(Pooling):
+            raise UserError(f"unknown model.backbone.pooling '{pooling}': choose one of {', '.join(Pooling)}")
         self.encoder, self.pooling = encoder, pooling
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        if self.pooling == "cls":
+        if self.pooling == Pooling.CLS:
             return hidden[:, 0]
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
@@ -97,8 +98,8 @@ def is_local(name: str) -> bool:
 
 def build_backbone(kind: str, cfg) -> Backbone | None:
     """The backbone for a model kind: image, text, or none for tabular."""
-    if kind == "image":
+    if kind == ModelKind.IMAGE:
         return image_backbone(cfg)
-    if kind == "text":
+    if kind == ModelKind.TEXT:
         return text_backbone(cfg)
     return None

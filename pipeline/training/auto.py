@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 
 import pandas as pd
 
+from pipeline.choices import Finetune
 from pipeline.data.contract import Competition
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,7 @@ def text_members(comp: Competition, gpu: bool, has_tab: bool) -> list[Member]:
     head = k * COST["frozen_head"]
     only_text = ["data.feature_cols=[]"] if has_tab else []
     embed = k * 1.25 * COST["text_embed"] / (GPU_SPEEDUP if gpu else 1)  # test rows too: ~1/4 more
-    frozen = ["model=text", "model.finetune=frozen"]
+    frozen = ["model=text", f"model.finetune={Finetune.FROZEN}"]
     joined = " joined with the tabular features" if has_tab else ""
     members = [
         Member(
@@ -169,10 +170,10 @@ def image_members(comp: Competition, gpu: bool, has_tab: bool, backbone: str, bu
     head = k * COST["frozen_head"]
     images = k + len(comp.test) / 1000
     size = frozen_size(backbone, images, budget, gpu)
-    frozen = ["model=image", "model.finetune=frozen", f"model.backbone.input_size={size}"]
+    frozen = ["model=image", f"model.finetune={Finetune.FROZEN}", f"model.backbone.input_size={size}"]
     embed = images * COST["image_embed"] * (size / 224) ** 2 / speed
     px = IMAGE_FINETUNE_PX[gpu]
-    tune = ["model=image", "model.finetune=full", f"model.backbone.input_size={px}"]
+    tune = ["model=image", f"model.finetune={Finetune.FULL}", f"model.backbone.input_size={px}"]
     tune += ["model.tta=true"] if hflip else ["model.augment.hflip=false"]  # a mirrored digit is another symbol
     tune += ["trainer.max_epochs=3", "optimizer.lr=3e-3", "trainer.batch_size=32"]  # conf/experiment/mnist_finetune
     tune += ["data.feature_cols=[]"] if has_tab else []

@@ -15,6 +15,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 from tqdm import tqdm
 
 from pipeline.artifacts import atomic_write
+from pipeline.choices import Finetune, HeadType, ModelKind
 from pipeline.data.contract import Competition
 from pipeline.data.image import ImageDataset, build_transform, normalization
 from pipeline.data.tabular import TabularFeatures, split_columns
@@ -111,7 +112,7 @@ def loader(ds: Dataset, batch_size: int, shuffle: bool, num_workers: int) -> Dat
 # -- frozen-backbone embeddings ----------------------------------------------------------------------------
 def _source_stamp(mcfg) -> list | None:
     """Size and mtime of a local weights file/folder, so that replacing it invalidates the cache."""
-    source = mcfg.backbone.get("weights") if mcfg.kind == "image" else mcfg.backbone.name
+    source = mcfg.backbone.get("weights") if mcfg.kind == ModelKind.IMAGE else mcfg.backbone.name
     if not source or source in ("hub", "pretrained") or not is_local(source):
         return None
     st = resolve_path(source).stat()
@@ -159,7 +160,7 @@ def frozen_embeddings(comp, backbone: Backbone, cfg, datasets: dict, cache_dir: 
         "train": embed(backbone.module, datasets["all"], bs),
         "test": embed(backbone.module, datasets["test"], bs),
     }
-    if mcfg.tta and mcfg.kind == "image":
+    if mcfg.tta and mcfg.kind == ModelKind.IMAGE:
         emb |= {
             "train_flip": embed(backbone.module, datasets["all"], bs, flip=True),
             "test_flip": embed(backbone.module, datasets["test"], bs, flip=True),
@@ -184,12 +185,12 @@ def fold_datasets(
     mcfg = cfg.model
     _, tab_all, tab_test, tab_dim = fit_tabular(comp, cfg.data, rows["train"])
     tab = {"train": _take(tab_all, rows["train"]), "val": _take(tab_all, rows["val"]), "test": tab_test}
-    if mcfg.kind == "tfidf":
+    if mcfg.kind == ModelKind.TFIDF:
         return tfidf_datasets(comp, mcfg, rows, y, tab_all, tab_test), tab_dim
     if backbone is None:
         return _arrays({"tab": tab_all}, {"tab": tab_test}, rows, y), tab_dim
-    frozen = mcfg.finetune == "frozen"
-    if mcfg.kind == "text":  # frozen: every row is embedded once, so build the datasets over all rows
+    frozen = mcfg.finetune == Finetune.FROZEN
+    if mcfg.kind == ModelKind.TEXT:  # frozen: every row is embedded once, so build the datasets over all rows
         all_rows = {"train": np.arange(len(comp.train)), "val": np.arange(0)}
         ds = text_datasets(
             comp,
@@ -204,7 +205,7 @@ def fold_datasets(
         ds = image_datasets(comp, backbone, mcfg, rows, tab, y)
     if not frozen:
         return ds, backbone.dim + tab_dim
-    if mcfg.kind == "text":
+    if mcfg.kind == ModelKind.TEXT:
         ds["all"] = ds["train"]
         extra = {"max_length": cfg.data.max_length}
     else:
@@ -224,7 +225,7 @@ def tfidf_datasets(comp: Competition, mcfg, rows: dict, y: np.ndarray, tab_all, 
     """Sparse TF-IDF of the text column (vocabulary and IDF from the fold's training rows) + tabular features."""
     if not comp.text_col:
         raise UserError("model.kind=tfidf needs a text column: set data.text_col=<column>")
-    if mcfg.head.type != "sklearn":
+    if mcfg.head.type != HeadType.SKLEARN:
         raise UserError(
             f"model.kind=tfidf needs model.head.type=sklearn (its features are sparse), not {mcfg.head.type}"
         )

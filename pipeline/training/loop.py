@@ -20,6 +20,7 @@ from scipy import sparse
 from sklearn.base import is_classifier, is_regressor
 from threadpoolctl import threadpool_limits
 
+from pipeline.choices import Finetune, HeadType
 from pipeline.data.contract import Competition
 from pipeline.data.tabular import categorical_positions, split_columns
 from pipeline.errors import UserError
@@ -63,7 +64,7 @@ def build_net(cfg, comp: Competition, backbone: Backbone | None, in_dim: int) ->
     m = cfg.model
     loss = build_loss(m.loss, comp.task, m.label_smoothing)
     head = build_head(m.head, in_dim, n_outputs(comp, loss))
-    trainable = backbone.module if backbone is not None and m.finetune != "frozen" else None
+    trainable = backbone.module if backbone is not None and m.finetune != Finetune.FROZEN else None
     return Net(
         head,
         loss,
@@ -72,7 +73,7 @@ def build_net(cfg, comp: Competition, backbone: Backbone | None, in_dim: int) ->
         cfg.scheduler,
         backbone=trainable,
         backbone_lr_mult=m.backbone_lr_mult,
-        probe_epochs=m.probe_epochs if m.finetune == "probe_then_full" else 0,
+        probe_epochs=m.probe_epochs if m.finetune == Finetune.PROBE_THEN_FULL else 0,
         l1=m.l1,
         tta=m.tta,
         layer_decay=m.get("layer_decay"),  # in model=text_finetune; absent from older presets (keeps their ids)
@@ -91,7 +92,7 @@ def train_fold(
 ) -> dict:
     """Fit one fold with Lightning and return its OOF/test predictions, history and best score."""
     start = time.time()
-    if cfg.model.head.type == "sklearn":
+    if cfg.model.head.type == HeadType.SKLEARN:
         return fit_sklearn(cfg, comp, datasets, start)
     net = build_net(cfg, comp, backbone, in_dim)
     net.y_mean, net.y_std = y_scale

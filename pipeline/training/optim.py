@@ -7,10 +7,11 @@ import re
 import torch
 from torch import nn
 
+from pipeline.choices import Loss, Scheduler
 from pipeline.errors import UserError
 
-LOSSES = ("auto", "cross_entropy", "bce", "mse", "mae", "smooth_l1")
-SCHEDULES = ("none", "cosine", "step", "plateau", "onecycle")
+LOSSES = tuple(Loss)
+SCHEDULES = tuple(Scheduler)
 LAYER = re.compile(r"(?:^|\.)layers?\.(\d+)\.")  # BERT/RoBERTa/DeBERTa `encoder.layer.3.`, ModernBERT `layers.3.`
 
 
