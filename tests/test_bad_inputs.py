@@ -596,3 +596,17 @@ def test_entry_points_leave_nothing(make_comp, tmp_path, module: str, args: list
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and re.search(match, errors[0]), result.stderr
     assert files(OUTPUTS, tmp_path) == before, files(OUTPUTS, tmp_path) ^ before
+
+
+def test_every_choice_has_its_implementation() -> None:
+    """pipeline/choices.py names each allowed value once; the modules that implement them cover exactly those."""
+    from pipeline import choices
+    from pipeline.ensembling.registry import METHODS
+    from pipeline.ensembling.scoring import SELECTIONS
+    from pipeline.metrics import CLASSIFICATION
+    from pipeline.models.heads import ACTIVATIONS, INITS
+
+    assert set(ACTIVATIONS) == set(choices.Activation) and set(INITS) == set(choices.HeadInit)
+    assert set(METHODS) == set(choices.EnsembleMethod) - {"auto"}
+    assert set(SELECTIONS) == set(choices.Select)
+    assert set(CLASSIFICATION) | {"regression", "auto"} == set(choices.Task)
