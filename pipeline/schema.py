@@ -44,7 +44,8 @@ from pipeline.choices import (
 )
 from pipeline.errors import UserError, user_errors
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+_HERE = Path(__file__).resolve().parent  # conf/ inside the package (a wheel), or beside it (a clone)
+CONF_DIR = next((p for p in (_HERE / "conf", _HERE.parent / "conf") if p.is_dir()), _HERE.parent / "conf")
 SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.=+-]*")  # one folder under outputs/: no '/', no leading '.'
 Check = Callable[[Any], str | None]  # the value -> None when fine, else what was expected
 
