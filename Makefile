@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 EXPERIMENTS ?= auto                    ## the zoo `make train` runs (conf/experiment/), one multirun each
 ARGS ?=                               ## extra Hydra overrides, e.g. ARGS="seed=0,1,2"
 
-.PHONY: help install train ensemble data prepare test test-fast lint format bench bench-anchors report advise clean
+.PHONY: help install browser train ensemble predict bundle data prepare test test-fast lint format bench bench-anchors report advise clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -23,6 +23,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install the project (editable) with its dev tools
 
+browser: ## install headless Chromium for the report's rendering test (apt-get, as root or with sudo; CI runs it)
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+	  sudo=$$([ "$$(id -u)" = 0 ] || echo "sudo -n"); \
+	  $$sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q chromium; }
+
 train: $(STAMP) ## build the demo data if missing, train the default zoo, print the member table
 	@for e in $(EXPERIMENTS); do \
 	  echo "== zoo: experiment=$$e $(ARGS)"; \
@@ -31,6 +36,12 @@ train: $(STAMP) ## build the demo data if missing, train the default zoo, print 
 
 ensemble: $(STAMP) ## combine every trained member, print the leaderboard, write submission.csv
 	$(PY) -m pipeline.ensemble $(ARGS)
+
+predict: $(STAMP) ## predict a new test file with the trained members and ensemble, e.g. ARGS="predict.test_csv=new.csv"
+	$(PY) -m pipeline.predict $(ARGS)
+
+bundle: $(STAMP) ## outputs/<name>/bundle/: wheel + members + weights + README, to predict offline in a notebook
+	$(PY) -m pipeline.bundle $(ARGS)
 
 report: $(STAMP) ## write outputs/<name>/report/index.html: curves, diagnoses, model selection, advice, monitors
 	$(PY) -m pipeline.report $(ARGS)
@@ -44,11 +55,11 @@ prepare: $(STAMP) ## only the data stage: validate the data and build/reuse fold
 data: $(STAMP) ## write the demo competitions (mnist, rotten, adult, ames) under data/
 	$(PY) -m pipeline.data.demos
 
-test: $(STAMP) ## run the test suite
-	$(PY) -m pytest -q $(ARGS)
+test: $(STAMP) ## run the test suite (the report's rendering test needs `make browser`, else it skips)
+	$(PY) -m pytest -q -rs $(ARGS)
 
-test-fast: $(STAMP) ## the test suite without the slow end-to-end tests
-	$(PY) -m pytest -q -m "not slow" $(ARGS)
+test-fast: $(STAMP) ## the test suite without the slow end-to-end tests (under a minute on 2 cores)
+	$(PY) -m pytest -q -rs -m "not slow" $(ARGS)
 
 lint: $(STAMP) ## ruff lint + format check
 	$(PY) -m ruff check pipeline tests benchmarks
