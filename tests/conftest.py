@@ -1,6 +1,14 @@
 """Shared fixtures: a tiny competition written to `tmp_path` and the real Hydra config composed around it."""
 
 import copy
+import functools
+import os
+
+# One OpenMP/torch thread per test process (and the entry points it starts), unless OMP_NUM_THREADS says otherwise:
+# the models here are tiny, so a second thread buys little, and where other processes share the 2 cores, spinning
+# threads made one full-finetune test 8x slower (74 s instead of 9 s).
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch and OpenMP load
+
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,8 +18,10 @@ import pandas as pd
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from PIL import Image
 
 import pipeline  # noqa: F401  (registers the `dirname`/`basename` resolvers used by conf/data/csv.yaml)
@@ -120,37 +130,46 @@ def tiny_bert(tmp_path_factory) -> Path:
     return d
 
 
-@pytest.fixture(scope="session")
-def csv_cfg() -> DictConfig:
-    """The real `train` config with `data=csv`, composed once (Hydra's compose costs ~0.1 s a call)."""
+GROUPS = frozenset(p.name for p in CONF_DIR.iterdir() if p.is_dir())  # `model=...`, `optimizer=...`: pick a file
+DEFAULT_CHOICES = {"data": "csv", "model": "image"}
+
+
+@functools.cache
+def _composed(choices: tuple[str, ...]) -> DictConfig:
+    """The real `train` config for these group choices; Hydra's compose costs ~0.1-0.3 s, so once per choice."""
+    if GlobalHydra.instance().is_initialized():  # inside a test's own `initialize_config_dir`
+        return compose("train", overrides=list(choices))
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("train", overrides=["data=csv", "model=image"])
+        return compose("train", overrides=list(choices))
+
+
+def build_cfg(*overrides: str) -> DictConfig:
+    """The `train` config as the command line would compose it with these overrides (`data=csv`, `model=image`
+    unless chosen). Group choices select the cached composition; the other overrides are then applied by
+    Hydra's own override code, so `no` stays a string, `{a: 1}` merges as on the command line and a misspelled
+    key fails as it does there.
+    """
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    chosen = DEFAULT_CHOICES | {o.key_or_group: o.value() for o in parsed if o.key_or_group in GROUPS}
+    cfg = copy.deepcopy(_composed(tuple(f"{group}={name}" for group, name in sorted(chosen.items()))))
+    ConfigLoaderImpl._apply_overrides_to_config([o for o in parsed if o.key_or_group not in GROUPS], cfg)
+    return cfg
+
+
+def comp_cfg(comp: Comp, *overrides: str, out_dir: Path) -> DictConfig:
+    """The `train` config for a `Comp` (its paths, target `y`, its image and text columns), outputs in `out_dir`."""
+    base = [f"data.train_csv={comp.train_csv}", "data.target=y", f"paths.output_dir={out_dir}"]
+    if "image" in comp.train.columns:
+        base += ["data.image_col=image", f"data.image_dir={comp.images}"]
+    if "text" in comp.train.columns:
+        base += ["data.text_col=text"]
+    return build_cfg(*base, *overrides)
 
 
 @pytest.fixture
-def make_cfg(csv_cfg: DictConfig, tmp_path: Path) -> Callable[..., DictConfig]:
-    """Factory: the composed config for a `Comp`, outputs under `tmp_path/out`, plus `key=value` overrides.
-
-    Overrides are parsed by Hydra's own override parser (so `no` stays a string, `null` is None, `[a,b]` a
-    list) and set in the struct config, so a misspelled key fails as it does on the command line.
-    """
-
-    def cfg(comp: Comp, *overrides: str) -> DictConfig:
-        base = [
-            f"data.train_csv={comp.train_csv}",
-            "data.target=y",
-            f"paths.output_dir={tmp_path / 'out'}",
-        ]
-        if "image" in comp.train.columns:
-            base += ["data.image_col=image", f"data.image_dir={comp.images}"]
-        if "text" in comp.train.columns:
-            base += ["data.text_col=text"]
-        composed = copy.deepcopy(csv_cfg)
-        for override in OverridesParser.create().parse_overrides([*base, *overrides]):
-            OmegaConf.update(composed, override.key_or_group, override.value(), merge=False)
-        return composed
-
-    return cfg
+def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
+    """Factory: `make_cfg(comp, *overrides)`, `comp_cfg` with outputs under `tmp_path/out`."""
+    return functools.partial(comp_cfg, out_dir=tmp_path / "out")
 
 
 @pytest.fixture

@@ -143,6 +143,7 @@ def run_advise(tmp_path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
 
 
+@pytest.mark.slow
 def test_cli_reads_command_line_sweeps_and_strict_exits_2(tmp_path):
     """A multirun job sees only its own values; the advisor reads the sweep as typed (multirun.yaml)."""
     sweep = ["optimizer.lr=1e-4,1e-3", "model.head.dropout=0,0.1", "trainer.batch_size=32,64", "model.l1=0,1e-5"]

@@ -17,6 +17,7 @@ from conftest import ROOT, Comp
 
 from pipeline.prepare import prepare
 
+pytestmark = pytest.mark.slow  # a Python process per case; test_contract.py and test_bad_inputs.py check in-process
 OUTPUTS = ("folds.csv", "folds.json", "competition.json")
 
 

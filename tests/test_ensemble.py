@@ -751,6 +751,7 @@ def _cli(fake: Fake, *extra: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_entry_point_end_to_end(fake: Fake) -> None:
     two_complementary(fake)
     run = _cli(fake)

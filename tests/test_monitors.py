@@ -2,14 +2,12 @@
 
 import functools
 import logging
-from pathlib import Path
 
 import lightning as L
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from torch import nn
 
@@ -125,23 +123,10 @@ def test_build_monitors_follows_the_config():
     assert [type(c) for c in build_monitors(OmegaConf.create({"dead_relu": False}))] == [UpdateRatio]
 
 
-def test_monitor_columns_land_in_history_csv(make_comp, tmp_path):
+def test_monitor_columns_land_in_history_csv(make_comp, make_cfg, tmp_path):
     """A real tabular job: Linear-BN-ReLU x 2 -> `dead_relu_head.2`, `dead_relu_head.5`, `update_ratio_head`."""
-    comp = make_comp(n_train=60)
-    overrides = [
-        "data=csv",
-        f"data.train_csv={comp.train_csv}",
-        "data.target=y",
-        f"paths.output_dir={tmp_path / 'out'}",
-        "model=tabular",
-        "model.head.batch_norm=true",
-        "trainer.max_epochs=2",
-        "trainer.progress_bar=false",
-        "trainer.batch_size=16",
-        "cv.n_folds=2",
-    ]
-    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
+    fast = ["trainer.max_epochs=2", "trainer.progress_bar=false", "trainer.batch_size=16", "cv.n_folds=2"]
+    cfg = make_cfg(make_comp(n_train=60), "model=tabular", "model.head.batch_norm=true", *fast)
     metrics = train_job(cfg, prepare(cfg))
     hist = pd.read_csv(tmp_path / "out" / "models" / metrics["model_id"] / "history.csv")
     assert {"update_ratio_head", "dead_relu_head.2", "dead_relu_head.5"} <= set(hist.columns)

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from conftest import comp_cfg
 
 from pipeline.errors import UserError
 from pipeline.models.backbones import text_backbone
@@ -16,22 +16,13 @@ from pipeline.training.inputs import fold_datasets
 from pipeline.training.job import fold_rows, train_job
 from pipeline.training.optim import param_groups
 
-CONF = str(Path(__file__).resolve().parents[1] / "conf")
 FAST = ["trainer.max_epochs=1", "trainer.progress_bar=false", "trainer.batch_size=16", "cv.n_folds=3"]
 UNSEEN = "zqxv zqxv"  # no word or char_wb n-gram of it occurs in the fixture's sentences
 
 
 def config(comp, tmp_path: Path, *overrides: str):
-    base = [
-        "data=csv",
-        f"data.train_csv={comp.train_csv}",
-        "data.target=y",
-        "data.text_col=text",
-        "data.max_length=16",
-        f"paths.output_dir={tmp_path / 'out'}",
-    ]
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return compose("train", overrides=[*base, *FAST, *overrides])
+    """conftest's builder with outputs under `tmp_path/out`, 16 tokens a text, trained FAST."""
+    return comp_cfg(comp, "data.max_length=16", *FAST, *overrides, out_dir=tmp_path / "out")
 
 
 def run(cfg) -> tuple[dict, Path]:

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import timm
 import torch
-from hydra import compose, initialize_config_dir
+from conftest import comp_cfg
 
 from pipeline.errors import UserError
 from pipeline.models.backbones import image_backbone
@@ -31,13 +31,8 @@ def assets(tmp_path_factory, tiny_bert) -> dict[str, Path]:
 
 
 def config(comp, tmp_path: Path, *overrides: str):
-    base = [f"data.train_csv={comp.train_csv}", "data.target=y", f"paths.output_dir={tmp_path / 'out'}"]
-    if "image" in comp.train.columns:
-        base += ["data.image_col=image", f"data.image_dir={comp.images}"]
-    if "text" in comp.train.columns:
-        base += ["data.text_col=text", "data.max_length=16"]
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return compose("train", overrides=["data=csv", *base, *FAST, *overrides])
+    """conftest's builder with outputs under `tmp_path/out`, trained FAST."""
+    return comp_cfg(comp, *FAST, *overrides, out_dir=tmp_path / "out")
 
 
 def image_args(assets, *extra: str) -> list[str]:
@@ -51,7 +46,7 @@ def image_args(assets, *extra: str) -> list[str]:
 
 
 def text_args(assets, *extra: str) -> list[str]:
-    return ["model=text", f"model.backbone.name={assets['bert']}", *extra]
+    return ["model=text", f"model.backbone.name={assets['bert']}", "data.max_length=16", *extra]
 
 
 def run(cfg) -> tuple[dict, Path]:
@@ -131,17 +126,13 @@ def test_no_oof_row_is_predicted_by_a_model_that_saw_it(make_comp, tmp_path):
 
 
 def test_same_seed_same_oof_to_the_last_digit(make_comp, tmp_path, assets):
-    comp = make_comp(images=True)
-    _, a = run(config(comp, tmp_path, *image_args(assets, "model.finetune=full", "trainer.max_epochs=1")))
-    _, b = run(
-        config(comp, tmp_path, *image_args(assets, "model.finetune=full", "trainer.max_epochs=1", "retrain=true"))
-    )
-    assert a == b
+    """Two trainings of one spec (the second retrains over the first): one folder, the same OOF to the last digit."""
+    finetune = image_args(assets, "model.finetune=full", "trainer.max_epochs=1", "cv.n_folds=2", "retrain=true")
+    cfg = config(make_comp(images=True), tmp_path, *finetune)
+    _, a = run(cfg)
     first = (a / "oof.csv").read_text()
-    _, _ = run(
-        config(comp, tmp_path, *image_args(assets, "model.finetune=full", "trainer.max_epochs=1", "retrain=true"))
-    )
-    assert (a / "oof.csv").read_text() == first
+    _, b = run(cfg)
+    assert a == b and (b / "oof.csv").read_text() == first
 
 
 def test_resume_after_a_crash_repeats_no_finished_fold(make_comp, tmp_path, caplog):
@@ -286,6 +277,7 @@ def test_scratch_image_mean_comes_from_the_training_rows_only(make_comp, tmp_pat
     assert max(norm.mean) < 0.9  # the white rows were not averaged in
 
 
+@pytest.mark.slow
 def test_train_cli_on_a_competition_given_by_overrides(make_comp, tmp_path):
     import subprocess
     import sys
@@ -315,17 +307,6 @@ def test_train_cli_on_a_competition_given_by_overrides(make_comp, tmp_path):
     )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().splitlines()[-1].startswith("error: weights path not found: /nowhere/w.pth")
-
-
-@pytest.mark.parametrize("group", ["model", "optimizer", "scheduler", "experiment"])
-def test_every_config_file_composes(group):
-    """Each file of a config group composes with the entry point's config (a typo fails here, not in a run)."""
-    files = sorted(p.stem for p in (Path(CONF) / group).glob("*.yaml"))
-    assert files
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        for name in files:
-            cfg = compose("train", overrides=[f"{group}={name}"])
-            assert cfg[group if group != "experiment" else "data"] is not None
 
 
 def test_tta_averages_flips_for_oof_and_test(make_comp, tmp_path, assets):

@@ -134,6 +134,7 @@ def test_frozen_size_shrinks_to_fit_the_budget():
     assert frozen_size("tf_efficientnet_lite0", images=5.0, budget=3600, gpu=False) == 224
 
 
+@pytest.mark.slow
 def test_budget_left_buys_seeds_of_the_best_seeded_families(make_comp, tmp_path, monkeypatch):
     monkeypatch.setattr("pipeline.training.zoo.MAX_SEED", 3)  # one extra seed per family keeps the test short
     comp = make_comp(n_train=60, n_test=12)
