@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from conftest import build_cfg
 
 from pipeline.data.tabular import TabularFeatures, skewed_positive, split_columns
 from pipeline.errors import UserError
@@ -16,7 +16,6 @@ from pipeline.training.inputs import ArrayDataset, fold_datasets
 from pipeline.training.job import fold_rows, model_id, resolved, spec, train_job
 from pipeline.training.loop import _fit, sklearn_estimator
 
-CONF = str(Path(__file__).resolve().parents[1] / "conf")
 FAST = ["trainer.progress_bar=false", "cv.n_folds=3"]
 CAP, PATIENCE = 300, 10  # rounds: small, so that every fit takes well under a second
 SMALL = {  # each preset's own keys for them
@@ -74,9 +73,7 @@ def competition(root: Path, n: int = 300, seed: int = 0, skewed: bool = False) -
 
 
 def config(train_csv: Path, out: Path, *overrides: str):
-    base = [f"data.train_csv={train_csv}", "data.target=y", f"paths.output_dir={out}"]
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return compose("train", overrides=["data=csv", *base, *FAST, *overrides])
+    return build_cfg(f"data.train_csv={train_csv}", "data.target=y", f"paths.output_dir={out}", *FAST, *overrides)
 
 
 def first_fold(cfg):
