@@ -130,28 +130,29 @@ def tiny_bert(tmp_path_factory) -> Path:
     return d
 
 
-GROUPS = frozenset(p.name for p in CONF_DIR.iterdir() if p.is_dir())  # `model=...`, `optimizer=...`: pick a file
-DEFAULT_CHOICES = {"data": "csv", "model": "image"}
+# config groups (`model=...`, `ensemble/classifier=...`): a choice picks a file; any other override sets a key
+GROUPS = frozenset(p.parent.relative_to(CONF_DIR).as_posix() for p in CONF_DIR.glob("*/**/*.yaml"))
+DEFAULT_CHOICES = {"train": {"data": "csv", "model": "image"}, "ensemble": {"data": "csv"}}
 
 
 @functools.cache
-def _composed(choices: tuple[str, ...]) -> DictConfig:
-    """The real `train` config for these group choices; Hydra's compose costs ~0.1-0.3 s, so once per choice."""
+def _composed(entry: str, choices: tuple[str, ...]) -> DictConfig:
+    """An entry point's real config for these group choices; Hydra's compose costs ~0.1-0.2 s, so once each."""
     if GlobalHydra.instance().is_initialized():  # inside a test's own `initialize_config_dir`
-        return compose("train", overrides=list(choices))
+        return compose(entry, overrides=list(choices))
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("train", overrides=list(choices))
+        return compose(entry, overrides=list(choices))
 
 
-def build_cfg(*overrides: str) -> DictConfig:
-    """The `train` config as the command line would compose it with these overrides (`data=csv`, `model=image`
-    unless chosen). Group choices select the cached composition; the other overrides are then applied by
-    Hydra's own override code, so `no` stays a string, `{a: 1}` merges as on the command line and a misspelled
-    key fails as it does there.
+def build_cfg(*overrides: str, entry: str = "train") -> DictConfig:
+    """`entry`'s config (conf/<entry>.yaml) as the command line composes it with these overrides (`data=csv`, and
+    `model=image` for train, unless chosen). Group choices select a cached composition; the other overrides are
+    then applied by Hydra's own override code, so `no` stays a string, `{a: 1}` merges as on the command line and a
+    misspelled key fails as it does there.
     """
     parsed = OverridesParser.create().parse_overrides(list(overrides))
-    chosen = DEFAULT_CHOICES | {o.key_or_group: o.value() for o in parsed if o.key_or_group in GROUPS}
-    cfg = copy.deepcopy(_composed(tuple(f"{group}={name}" for group, name in sorted(chosen.items()))))
+    chosen = DEFAULT_CHOICES[entry] | {o.key_or_group: o.value() for o in parsed if o.key_or_group in GROUPS}
+    cfg = copy.deepcopy(_composed(entry, tuple(f"{group}={name}" for group, name in sorted(chosen.items()))))
     ConfigLoaderImpl._apply_overrides_to_config([o for o in parsed if o.key_or_group not in GROUPS], cfg)
     return cfg
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
+from conftest import build_cfg
 from omegaconf import DictConfig
 
 from pipeline import ensemble  # importing `pipeline` registers the config resolvers
@@ -178,8 +178,7 @@ def noisy(y: np.ndarray, task: str, signal: float, rng: np.random.Generator, mas
 
 
 def compose_cfg(fake: Fake, *extra: str) -> DictConfig:
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("ensemble", overrides=fake.overrides(*extra))
+    return build_cfg(*fake.overrides(*extra), entry="ensemble")
 
 
 def load(fake: Fake, *extra: str):
