@@ -52,6 +52,7 @@ def config(out: Path, rows_csv: Path, *overrides: str):
             "train",
             overrides=[
                 "data=mnist",
+                "model=image",
                 f"data.train_csv={rows_csv}",
                 f"paths.output_dir={out}",
                 "trainer.progress_bar=false",

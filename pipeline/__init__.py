@@ -10,3 +10,13 @@ OmegaConf.register_new_resolver("dirname", os.path.dirname, replace=True)
 OmegaConf.register_new_resolver("basename", os.path.basename, replace=True)
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"  # the config groups (Hydra: config_path="../conf")
+
+
+def _device(key: str, accelerator: str = "auto"):
+    from pipeline.training.devices import device_default  # torch loads only when a trainer key is read
+
+    return device_default(key, accelerator)
+
+
+# GPU defaults when a GPU is present, e.g. `precision: ${device:precision,${.accelerator}}` (conf/trainer/)
+OmegaConf.register_new_resolver("device", _device, replace=True)

@@ -18,6 +18,7 @@ from pipeline.artifacts import model_folder
 from pipeline.errors import user_errors
 from pipeline.prepare import prepare
 from pipeline.schema import cli
+from pipeline.search import Score
 from pipeline.training.auto import Member, default_model
 from pipeline.training.job import train_job
 from pipeline.training.zoo import compose_member, train_zoo
@@ -26,11 +27,17 @@ log = logging.getLogger(__name__)
 
 
 def job_threads(cfg: DictConfig) -> int | None:
-    """Torch threads for this job: `threads`, or the cores divided among parallel joblib jobs."""
+    """Torch threads for this job: `threads`, or its launcher's share of the cores: the cores divided among
+    parallel joblib jobs, the CPUs a Ray task reserves (Ray's default: 1), submitit's cpus_per_task."""
     if cfg.get("threads"):
         return int(cfg.threads)
     launcher = HydraConfig.get().launcher if HydraConfig.initialized() else {}
-    if "joblib" not in str(launcher.get("_target_", "")):
+    target = str(launcher.get("_target_", ""))
+    if "ray_launcher" in target:
+        return max(1, int(launcher.ray.remote.get("num_cpus") or 1))
+    if "submitit" in target:
+        return launcher.get("cpus_per_task")  # None: all the cores the job may use
+    if "joblib" not in target:
         return None
     cores = os.cpu_count() or 1
     n_jobs = launcher.get("n_jobs") or -1
@@ -56,7 +63,8 @@ def main(cfg: DictConfig) -> float | None:
             name = default_model(prep.comp)
             log.info("model: %s (the default for this competition's data; model=<preset> picks another)", name)
             cfg = compose_member(overrides, Member([f"model={name}"], "", 0))
-        return fit(cfg, prep)["cv_score"]  # the value an Optuna sweeper would optimize
+        metrics = fit(cfg, prep)
+        return Score(metrics["cv_score"], metrics["model_id"])  # what search=<preset> (Optuna) optimizes
 
 
 def fit(cfg: DictConfig, prep) -> dict:

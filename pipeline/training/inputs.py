@@ -24,6 +24,7 @@ from pipeline.data.tfidf import tfidf_features
 from pipeline.errors import UserError
 from pipeline.models.backbones import Backbone, is_local
 from pipeline.models.weights import resolve_path
+from pipeline.training.devices import device_default
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,7 @@ def loader(ds: Dataset, batch_size: int, shuffle: bool, num_workers: int) -> Dat
         num_workers=num_workers,
         collate_fn=collate,
         persistent_workers=num_workers > 0,
+        pin_memory=torch.cuda.is_available(),  # page-locked batches copy to a GPU asynchronously
     )
 
 
@@ -134,16 +136,20 @@ def embedding_key(mcfg, comp: Competition, extra: dict) -> str:
 
 @torch.no_grad()
 def embed(module: torch.nn.Module, ds: Dataset, batch_size: int, flip: bool = False) -> np.ndarray:
-    """Backbone features of every row of `ds`, in order, in eval mode."""
-    module.eval()
+    """Backbone features of every row of `ds`, in order, in eval mode (on the GPU when there is one)."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    workers = device_default("num_workers") if device.type == "cuda" else 0  # decoding images would starve a GPU
+    module.eval().to(device)
     out = []
-    for batch in tqdm(loader(ds, batch_size, False, 0), desc="embedding", leave=False, mininterval=5):
+    for batch in tqdm(loader(ds, batch_size, False, workers), desc="embedding", leave=False, mininterval=5):
+        batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
         if "image" in batch:
             image = batch["image"].flip(-1) if flip else batch["image"]
-            out.append(module(image.contiguous(memory_format=torch.channels_last)))
+            out.append(module(image.contiguous(memory_format=torch.channels_last)).float().cpu())
         else:
-            out.append(module(batch["input_ids"], batch["attention_mask"]))
-    return torch.cat(out).float().numpy()
+            out.append(module(batch["input_ids"], batch["attention_mask"]).float().cpu())
+    module.to("cpu")  # the backbone object is shared with the fold code, which expects it where it was built
+    return torch.cat(out).numpy()
 
 
 def frozen_embeddings(comp, backbone: Backbone, cfg, datasets: dict, cache_dir: Path, extra: dict) -> dict:

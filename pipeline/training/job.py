@@ -24,7 +24,8 @@ from pipeline.training.inputs import fold_datasets
 from pipeline.training.loop import estimator_spec, estimator_target, train_fold
 
 log = logging.getLogger(__name__)
-COSMETIC = ("progress_bar", "num_workers", "accelerator", "predict_batch_size")  # do not change results
+# do not change results (devices: each takes batch_size / devices rows, the global batch stays)
+COSMETIC = ("progress_bar", "num_workers", "accelerator", "predict_batch_size", "devices", "strategy")
 # model.target_transform: (forward, inverse). Models train on forward(y); their predictions go through inverse
 # before they are scored or written, so oof.csv and test.csv stay in the target's units.
 TARGET_TRANSFORMS = {"none": (lambda y: y, lambda p: p), "log1p": (np.log1p, np.expm1)}

@@ -26,6 +26,7 @@ from pipeline.data.tabular import categorical_positions, split_columns
 from pipeline.errors import UserError
 from pipeline.models.backbones import Backbone
 from pipeline.models.heads import build_head
+from pipeline.training.devices import fit_strategy, n_devices, per_device_batch, unsharded
 from pipeline.training.inputs import ArrayDataset, array_loader, loader
 from pipeline.training.module import Net
 from pipeline.training.monitors import build_monitors
@@ -55,7 +56,7 @@ def make_loaders(cfg, datasets: dict) -> dict:
             **{k: array_loader(datasets[k].arrays, t.predict_batch_size, False) for k in ("val", "test")},
         }
     return {
-        "train": loader(datasets["train"], t.batch_size, True, t.num_workers),
+        "train": loader(datasets["train"], per_device_batch(t), True, t.num_workers),
         **{k: loader(datasets[k], t.predict_batch_size, False, t.num_workers) for k in ("val", "test")},
     }
 
@@ -104,10 +105,14 @@ def train_fold(
     ckpt = ModelCheckpoint(ckpt_dir, "best", monitor="val_metric", mode=mode, save_weights_only=True)
     callbacks = [ckpt] + ([EarlyStopping("val_metric", patience=t.patience, mode=mode)] if t.early_stopping else [])
     callbacks += build_monitors(cfg.get("monitors"))  # update/parameter ratio, dead ReLUs -> history.csv
+    ddp = not isinstance(datasets["train"], ArrayDataset)  # finetunes; heads on features train on one device
+    if ddp and n_devices(t) > 1:  # every device validates every row: one score for early stopping and checkpoints
+        loaders["val"] = unsharded(loaders["val"])
     trainer = L.Trainer(
         max_epochs=t.max_epochs,
         accelerator=t.accelerator,
-        devices=1,
+        devices=t.devices if ddp else 1,
+        strategy=fit_strategy(t) if ddp else "auto",
         precision=t.precision,
         accumulate_grad_batches=t.accumulate_grad_batches,
         gradient_clip_val=t.gradient_clip_val,

@@ -109,8 +109,9 @@ class Net(L.LightningModule):
         if self.l1 > 0:  # L1 on the head's weights, for sparsity
             loss = loss + self.l1 * sum(p.abs().sum() for n, p in self.head.named_parameters() if "weight" in n)
         self._train_loss.append(loss.detach())
-        with torch.no_grad():  # the training metric, for learning curves (on augmented rows, as trained)
-            self._train_pred.append((self.to_output(logits.detach()).float().cpu(), batch["y"].cpu()))
+        with torch.no_grad():  # the training metric, for learning curves (on augmented rows, as trained); kept on
+            # the device until the epoch ends: a copy to the CPU every step would make the GPU wait each time
+            self._train_pred.append((self.to_output(logits.detach()).float(), batch["y"]))
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(batch["y"]))
         return loss
 

@@ -1,0 +1,128 @@
+"""Outgrowing one machine: the launchers give the same members, an Optuna study resumes to n_trials in all."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.search import best_trials, beyond_best, finished_trials, storage_url
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["model=tabular", "trainer.max_epochs=2", "trainer.progress_bar=false", "cv.n_folds=3", "threads=1"]
+LAUNCHERS = {
+    "basic": [],
+    "joblib": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+    "ray": ["hydra/launcher=ray", "+hydra.launcher.ray.init.num_cpus=2"],  # a local Ray instance
+    "submitit_local": ["hydra/launcher=submitit_local"],
+}
+
+
+def train(comp, out: Path, *args: str, wait: bool = True):
+    cmd = [sys.executable, "-m", "pipeline.train", "-m", "data=csv", f"data.train_csv={comp.train_csv}"]
+    cmd += ["data.target=y", f"paths.output_dir={out}", *TINY, *args]
+    if not wait:
+        return subprocess.Popen(
+            cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+@pytest.mark.slow
+def test_every_launcher_gives_byte_identical_members(make_comp, tmp_path):
+    """The same 4-member zoo (2 seeds x 2 head widths) through basic, joblib, Ray and submitit_local."""
+    comp = make_comp(n_train=60)
+    oofs = {}
+    for name, args in LAUNCHERS.items():
+        out = tmp_path / name
+        train(comp, out, "seed=0,1", "model.head.hidden=[16],[8]", *args)
+        oofs[name] = {p.parent.name: p.read_bytes() for p in sorted(out.glob("models/*/oof.csv"))}
+        assert len(oofs[name]) == 4, name
+    for name, members in oofs.items():
+        assert members == oofs["basic"], f"{name} differs from basic"
+
+
+def complete_trials(db: Path) -> int:
+    if not db.is_file():
+        return 0
+    with sqlite3.connect(db) as con:
+        try:
+            return con.execute("select count(*) from trials where state = 'COMPLETE'").fetchone()[0]
+        except sqlite3.OperationalError:  # tables not created yet
+            return 0
+
+
+@pytest.mark.slow
+def test_search_killed_half_way_ends_with_n_trials(make_comp, tmp_path):
+    comp, out = make_comp(n_train=60), tmp_path / "out"
+    search = ["search=optuna", "hydra.sweeper.n_trials=6", "optimizer.lr=tag(log, interval(1e-4, 1e-2))"]
+    proc = train(comp, out, *search, wait=False)
+    deadline = time.time() + 300
+    while complete_trials(out / "optuna.db") < 3 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # killed half way, maybe in the middle of a trial
+    proc.wait()
+    assert 3 <= complete_trials(out / "optuna.db") < 6
+    train(comp, out, *search)
+    assert finished_trials(storage_url(out), "search") == 6  # in one study, not 3 + 6
+    best = best_trials(out, 6)["search"]
+    assert len(best) == 6 and all((out / "models" / m / "metrics.json").is_file() for m in best)
+    assert best_trials(out, 2)["search"] == best[:2]
+    assert beyond_best(out, 2) == sorted(best[2:])
+
+
+def test_finished_trials_ignores_trials_a_killed_sweep_left_running(tmp_path):
+    import optuna
+
+    storage = storage_url(tmp_path)
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    for value in (0.1, 0.3):
+        trial = study.ask()
+        trial.set_user_attr("model_id", f"m{value}")
+        study.tell(trial, value)
+    study.ask()  # left running
+    assert finished_trials(storage, "s") == 2
+    again = optuna.load_study(study_name="s", storage=storage)  # a fresh view (storages cache trials)
+    assert [t.state.name for t in again.get_trials()] == ["COMPLETE", "COMPLETE", "FAIL"]
+    assert finished_trials(storage, "absent") == 0
+    assert best_trials(tmp_path, 1) == {"s": ["m0.3"]}
+    assert beyond_best(tmp_path, 1) == ["m0.1"]
+
+
+@pytest.mark.slow
+def test_ddp_finetune_on_two_cpu_processes(make_comp, make_cfg, out_dir):
+    """trainer.devices=2 trainer.strategy=ddp: each fold's fit runs in 2 spawned processes (gloo on the CPU)."""
+    import numpy as np
+    import pandas as pd
+
+    from pipeline.prepare import prepare
+    from pipeline.training.job import train_job
+
+    comp = make_comp(n_train=24, n_test=6, images=True)
+    cfg = make_cfg(
+        comp,
+        "model.backbone.name=resnet18",
+        "model.backbone.weights=null",
+        "model.backbone.input_size=16",
+        "trainer.max_epochs=2",
+        "trainer.batch_size=8",
+        "trainer.progress_bar=false",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.strategy=ddp",
+        "cv.n_folds=2",
+        "threads=1",
+    )
+    prep = prepare(cfg)
+    metrics = train_job(cfg, prep)
+    folder = out_dir / "models" / metrics["model_id"]
+    oof = pd.read_csv(folder / "oof.csv")
+    assert list(oof["id"]) == list(comp.train["id"]) and list(oof.columns) == ["id", "no", "yes"]
+    assert np.isfinite(oof[["no", "yes"]].to_numpy()).all() and np.allclose(oof[["no", "yes"]].sum(1), 1, atol=1e-5)
+    assert metrics["epochs"] == [2, 2] and len(pd.read_csv(folder / "history.csv")) == 4
