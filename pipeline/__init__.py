@@ -9,7 +9,9 @@ from omegaconf import OmegaConf
 OmegaConf.register_new_resolver("dirname", os.path.dirname, replace=True)
 OmegaConf.register_new_resolver("basename", os.path.basename, replace=True)
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"  # the config groups (Hydra: config_path="../conf")
+# The config groups: conf/ at the repository's root, linked as pipeline/conf so that the wheel carries a copy and
+# the entry points find it both ways (Hydra: config_path="conf", relative to the package).
+CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 
 def _device(key: str, accelerator: str = "auto"):

@@ -6,12 +6,15 @@ import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
+
+from pipeline.errors import UserError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)  # read once: os.umask can only be read by setting it
@@ -55,6 +58,9 @@ def read_json(path: Path) -> Any:
 # Every stage reads and writes a member through ModelFolder; this is the format's one definition.
 #   config.yaml    the resolved config that trained it (written first)
 #   folds/fold<k>.npz   one finished fold: validation + test predictions, history (a rerun resumes from these)
+#   folds/fold<k>.skops what the fold needs to predict new rows: fitted preprocessing (tabular transformer, TF-IDF,
+#                  image statistics, target scaling) and a fitted estimator, in skops format with library versions
+#   folds/fold<k>.pt    a torch model's weights (head, and the backbone when it was finetuned)
 #   oof.csv        id column, then one probability column per class (class names as headers) or `prediction`;
 #                  each training row predicted by the fold model that never saw it
 #   test.csv       the same columns for the test rows, averaged over the fold models
@@ -87,6 +93,10 @@ class ModelFolder:
     def fold_files(self) -> list[Path]:
         return sorted((self.path / "folds").glob("fold*.npz"))
 
+    def fold_ids(self) -> list[int]:
+        """The folds whose fitted models are saved (what prediction uses)."""
+        return sorted(int(f.stem.removeprefix("fold")) for f in (self.path / "folds").glob("fold*.skops"))
+
     def write_fold(self, k: int, res: dict, folds_hash: str) -> None:
         """Fold k's predictions (`val`, `test`) and its history, tagged with the folds they belong to."""
         meta = {key: res[key] for key in ("history", "epochs", "best_epoch", "seconds")} | {"folds_hash": folds_hash}
@@ -107,6 +117,29 @@ class ModelFolder:
             if meta.get("folds_hash") != folds_hash:
                 return None
             return {"val": z["val"], "test": z["test"], **meta}
+
+    def write_fold_model(self, k: int, state: dict, weights: dict | None) -> None:
+        """What fold k needs to predict new rows: its fitted preprocessing and estimator (`state`, skops) and a
+        torch model's weights (`weights`, a state dict)."""
+        if weights is not None:
+            import torch  # heavy: only where a model is written
+
+            atomic_write(self.fold(k).with_suffix(".pt"), lambda tmp: torch.save(weights, tmp))
+        dump_safe(state, self.fold(k).with_suffix(".skops"))
+
+    def read_fold_model(self, k: int) -> tuple[dict, dict | None]:
+        """(state, weights) of fold k, refused in one line when missing or made by other library versions."""
+        path = self.fold(k).with_suffix(".skops")
+        if not path.is_file():
+            raise UserError(f"{path} not found: {self.name} was trained before fold models were saved; retrain it")
+        state = load_safe(path)
+        check_versions(state["versions"], path)
+        pt = self.fold(k).with_suffix(".pt")
+        if not pt.is_file():
+            return state, None
+        import torch
+
+        return state, torch.load(pt, map_location="cpu", weights_only=True)  # weights_only: tensors, no code
 
     def is_complete(self, folds_hash: str | None = None) -> bool:
         """metrics.json is there (and, given `folds_hash`, was made on those folds)."""
@@ -133,6 +166,53 @@ class ModelFolder:
         write_csv(test, self.test)
         write_csv(history, self.history)
         write_json(metrics, self.metrics)
+
+
+# -- Fitted objects in a safe format: skops (no arbitrary code runs on load), with the library versions --------------
+FORMAT = 1  # of the fold model and ensemble files; bump when their layout changes
+LIBRARIES = ("pipeline", "scikit-learn", "lightgbm", "xgboost", "catboost", "torch", "timm", "transformers")
+TRUSTED = ("pipeline.", "sklearn.", "numpy.", "scipy.", "lightgbm.", "xgboost.", "catboost.", "collections.")
+
+
+def library_versions() -> dict[str, str | None]:
+    out = {}
+    for name in LIBRARIES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def check_versions(saved: dict, path: Path) -> None:
+    """Refuse a file written under another major.minor version of a library that pickles state into it."""
+    now = library_versions()
+    for name, version in saved.items():
+        if version and now.get(name) and version.split(".")[:2] != now[name].split(".")[:2]:
+            raise UserError(
+                f"{path} was written with {name} {version}, this environment has {now[name]}: install "
+                f"{name}=={version} (or retrain)"
+            )
+
+
+def load_safe(path: Path) -> dict:
+    """A skops file whose types all come from the trusted libraries (refused otherwise: it could run code)."""
+    from skops import io as skops_io
+
+    data = Path(path).read_bytes()
+    types = skops_io.get_untrusted_types(data=data)
+    foreign = [t for t in types if not t.startswith(TRUSTED)]
+    if foreign:
+        raise UserError(f"{path} holds types outside the trusted libraries ({', '.join(foreign[:3])}): not loaded")
+    return skops_io.loads(data, trusted=types)
+
+
+def dump_safe(obj: dict, path: Path) -> Path:
+    """`obj` (with the format and library versions added) as a skops file, atomically."""
+    from skops import io as skops_io
+
+    payload = {"format": FORMAT, "versions": library_versions()} | obj
+    return atomic_write(path, lambda tmp: tmp.write_bytes(skops_io.dumps(payload)))
 
 
 def model_folder(out_dir: Path, model_id: str) -> ModelFolder:

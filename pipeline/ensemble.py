@@ -25,7 +25,7 @@ from pipeline.schema import cli
 log = logging.getLogger(__name__)
 
 
-@hydra.main(config_path="../conf", config_name="ensemble", version_base="1.3")
+@hydra.main(config_path="conf", config_name="ensemble", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     """Validate the members, score members and methods out of fold, choose what to submit, write the outputs."""
     with user_errors():

@@ -92,7 +92,7 @@ def prepare(cfg: DictConfig) -> Prepared:
     return Prepared(comp, folds, meta, out_dir)
 
 
-@hydra.main(config_path="../conf", config_name="train", version_base="1.3")
+@hydra.main(config_path="conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     with user_errors():
         prep = prepare(cfg)

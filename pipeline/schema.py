@@ -14,12 +14,12 @@ import difflib
 import re
 import sys
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from pipeline import CONF_DIR
 from pipeline.choices import (
     BACKBONE_KINDS,
     Accelerator,
@@ -44,8 +44,6 @@ from pipeline.choices import (
 )
 from pipeline.errors import UserError, user_errors
 
-_HERE = Path(__file__).resolve().parent  # conf/ inside the package (a wheel), or beside it (a clone)
-CONF_DIR = next((p for p in (_HERE / "conf", _HERE.parent / "conf") if p.is_dir()), _HERE.parent / "conf")
 SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.=+-]*")  # one folder under outputs/: no '/', no leading '.'
 Check = Callable[[Any], str | None]  # the value -> None when fine, else what was expected
 

@@ -45,7 +45,7 @@ def job_threads(cfg: DictConfig) -> int | None:
     return max(1, cores // n_jobs)
 
 
-@hydra.main(config_path="../conf", config_name="train", version_base="1.3")
+@hydra.main(config_path="conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     with user_errors():
         threads = job_threads(cfg)

@@ -91,10 +91,10 @@ def test_early_stopping_follows_the_folds_validation_rows(tmp_path, preset):
     negated make every further round worse, so it stops at once: the stop is decided on those rows."""
     cfg = config(competition(tmp_path / "c"), tmp_path / "out", f"model={preset}", *SMALL[preset], FAST_LR)
     cfg, comp, datasets = first_fold(cfg)
-    _, rounds = _fit(cfg, comp, sklearn_estimator(cfg.model.head.estimator, comp.task), datasets)
+    _, rounds, _ = _fit(cfg, comp, sklearn_estimator(cfg.model.head.estimator, comp.task), datasets)
     val = datasets["val"].arrays
     flipped = {**datasets, "val": ArrayDataset({"tab": val["tab"].numpy(), "y": -val["y"].numpy()})}
-    _, flipped_rounds = _fit(cfg, comp, sklearn_estimator(cfg.model.head.estimator, comp.task), flipped)
+    _, flipped_rounds, _ = _fit(cfg, comp, sklearn_estimator(cfg.model.head.estimator, comp.task), flipped)
     assert 3 <= rounds < CAP
     assert flipped_rounds <= PATIENCE + 1 < rounds
 

@@ -17,8 +17,11 @@ def _tokenizer_id(tokenizer) -> str:
     return f"{tokenizer.name_or_path}|{type(tokenizer).__name__}|{len(tokenizer)}"
 
 
-def tokenize(texts: list[str], tokenizer, max_length: int, cache_dir: Path) -> dict[str, torch.Tensor]:
-    """input_ids and attention_mask (padded to max_length), cached by tokenizer, max_length and texts."""
+def tokenize(texts: list[str], tokenizer, max_length: int, cache_dir: Path | None) -> dict[str, torch.Tensor]:
+    """input_ids and attention_mask (padded to max_length), cached by tokenizer, max_length and texts (unless
+    `cache_dir` is None)."""
+    if cache_dir is None:
+        return _encode(texts, tokenizer, max_length)
     h = hashlib.sha256(f"{_tokenizer_id(tokenizer)}|{max_length}".encode())
     for t in texts:
         h.update(t.encode() + b"\0")
@@ -26,11 +29,15 @@ def tokenize(texts: list[str], tokenizer, max_length: int, cache_dir: Path) -> d
     if path.is_file():
         log.info("tokens: cache hit %s", path)
         return torch.load(path, weights_only=True)
-    enc = tokenizer(list(texts), max_length=max_length, truncation=True, padding="max_length", return_tensors="pt")
-    tokens = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+    tokens = _encode(texts, tokenizer, max_length)
     atomic_write(path, lambda tmp: torch.save(tokens, tmp))
     log.info("tokens: %d texts -> %s", len(texts), path)
     return tokens
+
+
+def _encode(texts: list[str], tokenizer, max_length: int) -> dict[str, torch.Tensor]:
+    enc = tokenizer(list(texts), max_length=max_length, truncation=True, padding="max_length", return_tensors="pt")
+    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
 
 class TextDataset(Dataset):

@@ -12,6 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 
 from pipeline.artifacts import atomic_write, write_csv, write_json
 from pipeline.ensembling.members import Context, Stack
+from pipeline.ensembling.saved import save_ensemble
 from pipeline.ensembling.scoring import Entry, best_entry, best_member, gain_on_test, paired_gain
 from pipeline.metrics import Metric
 
@@ -200,4 +201,5 @@ def write_ensemble(
     write_json(weights_doc(entries, chosen, stack.names, ctx.metric), out / "weights.json")
     correlation_png(stack, out / "correlation.png")
     write_json(provenance(ctx, stack, entries, chosen), out / "provenance.json")
+    save_ensemble(out, chosen.name, chosen.method, stack.names)  # what `make predict` applies to new rows
     return write_csv(submission, out / "submission.csv")

@@ -34,7 +34,15 @@ def image_backbone(cfg) -> Backbone:
         close = timm.list_models(f"*{cfg.name.split('_')[0]}*")[:8]
         raise UserError(f"unknown model.backbone.name '{cfg.name}' (timm); similar: {', '.join(close) or 'none'}")
     weights = cfg.get("weights")
-    model = timm.create_model(cfg.name, pretrained=weights == "hub")
+    try:
+        model = timm.create_model(cfg.name, pretrained=weights == "hub")
+    except Exception as e:  # offline: huggingface_hub's LocalEntryNotFoundError, a connection error, ...
+        if weights != "hub":
+            raise
+        raise UserError(
+            f"model.backbone.weights=hub: the pretrained weights of '{cfg.name}' cannot be downloaded "
+            f"({type(e).__name__}); offline, give model.backbone.weights=<local file or folder> (or pkg://...)"
+        ) from e
     if weights and weights != "hub":
         how = load_matching(model, read_state_dict(resolve_path(weights)), weights)
         log.info("backbone %s: loaded %s (%s)", cfg.name, weights, how)
@@ -75,7 +83,7 @@ def text_backbone(cfg) -> Backbone:
         tokenizer = AutoTokenizer.from_pretrained(source)
         encoder = (
             AutoModel.from_pretrained(source, config=config)
-            if cfg.get("weights", "pretrained")
+            if is_pretrained(ModelKind.TEXT, cfg)
             else AutoModel.from_config(config)
         )
     except OSError as e:
@@ -86,9 +94,15 @@ def text_backbone(cfg) -> Backbone:
     return Backbone(
         TextEncoder(encoder, cfg.pooling),
         config.hidden_size,
-        bool(cfg.get("weights", "pretrained")),
+        is_pretrained(ModelKind.TEXT, cfg),
         tokenizer=tokenizer,
     )
+
+
+def is_pretrained(kind: str, cfg) -> bool:
+    """True when a backbone starts from pretrained weights: `weights` set (an image backbone's null means random
+    init; a text backbone without the key, an older config, is pretrained as conf/model/text.yaml says)."""
+    return bool(cfg.get("weights", "pretrained" if kind == ModelKind.TEXT else None))
 
 
 def is_local(name: str) -> bool:

@@ -186,15 +186,24 @@ def fold_datasets(
 ) -> tuple[dict[str, Dataset], int]:
     """Train/val/test datasets of one fold and the head's input width.
 
-    `rows` holds the fold's "train" and "val" row indices; nothing fitted here sees the val or test rows.
+    `rows` holds the fold's "train" and "val" row indices; nothing fitted here sees the val or test rows. What
+    was fitted (tabular transformer, TF-IDF, image statistics) lands in `datasets["fitted"]`: `test_dataset`
+    rebuilds the test rows of any test file from it.
     """
+    tab_fit, tab_all, tab_test, tab_dim = fit_tabular(comp, cfg.data, rows["train"])
+    ds, in_dim, fitted = _fold_datasets(comp, backbone, cfg, rows, y, cache_dir, tab_all, tab_test, tab_dim)
+    ds["fitted"] = {"tab": tab_fit, "in_dim": in_dim, **fitted}
+    return ds, in_dim
+
+
+def _fold_datasets(comp, backbone, cfg, rows, y, cache_dir, tab_all, tab_test, tab_dim) -> tuple[dict, int, dict]:
     mcfg = cfg.model
-    _, tab_all, tab_test, tab_dim = fit_tabular(comp, cfg.data, rows["train"])
     tab = {"train": _take(tab_all, rows["train"]), "val": _take(tab_all, rows["val"]), "test": tab_test}
     if mcfg.kind == ModelKind.TFIDF:
-        return tfidf_datasets(comp, mcfg, rows, y, tab_all, tab_test), tab_dim
+        ds, vectorizer = tfidf_datasets(comp, mcfg, rows, y, tab_all, tab_test)
+        return ds, tab_dim, {"tfidf": vectorizer}
     if backbone is None:
-        return _arrays({"tab": tab_all}, {"tab": tab_test}, rows, y), tab_dim
+        return _arrays({"tab": tab_all}, {"tab": tab_test}, rows, y), tab_dim, {}
     frozen = mcfg.finetune == Finetune.FROZEN
     if mcfg.kind == ModelKind.TEXT:  # frozen: every row is embedded once, so build the datasets over all rows
         all_rows = {"train": np.arange(len(comp.train)), "val": np.arange(0)}
@@ -209,8 +218,9 @@ def fold_datasets(
         )
     else:
         ds = image_datasets(comp, backbone, mcfg, rows, tab, y)
+    norm = {"norm": _norm(ds["val"].transform)} if isinstance(ds["val"], ImageDataset) else {}
     if not frozen:
-        return ds, backbone.dim + tab_dim
+        return ds, backbone.dim + tab_dim, norm
     if mcfg.kind == ModelKind.TEXT:
         ds["all"] = ds["train"]
         extra = {"max_length": cfg.data.max_length}
@@ -224,10 +234,48 @@ def fold_datasets(
     emb = frozen_embeddings(comp, backbone, cfg, ds, cache_dir, extra)
     train = {"emb": emb["train"], "emb_flip": emb.get("train_flip"), "tab": tab_all}
     test = {"emb": emb["test"], "emb_flip": emb.get("test_flip"), "tab": tab_test}
-    return _arrays(train, test, rows, y), backbone.dim + tab_dim
+    return _arrays(train, test, rows, y), backbone.dim + tab_dim, norm
 
 
-def tfidf_datasets(comp: Competition, mcfg, rows: dict, y: np.ndarray, tab_all, tab_test) -> dict[str, Dataset]:
+def _norm(transform) -> tuple[list, list]:
+    """The (mean, std) of an image transform's final Normalize."""
+    t = transform.transforms[-1]
+    return [float(v) for v in t.mean], [float(v) for v in t.std]
+
+
+def test_dataset(cfg, comp: Competition, backbone: Backbone | None, fitted: dict, emb: dict | None) -> Dataset:
+    """`comp.test` as one fold's model reads it, through that fold's fitted preprocessing (`fold_datasets`'s
+    `fitted`); `emb`: the test rows' frozen-backbone embeddings (`test_embeddings`)."""
+    mcfg = cfg.model
+    tab = fitted["tab"].transform(comp.test) if fitted.get("tab") is not None else None
+    if mcfg.kind == ModelKind.TFIDF:
+        texts = comp.test[comp.text_col].fillna("").astype(str)
+        return ArrayDataset({"tfidf": fitted["tfidf"].transform(texts).tocsr(), "tab": tab})
+    if backbone is None:
+        return ArrayDataset({"tab": tab})
+    if mcfg.finetune == Finetune.FROZEN:
+        return ArrayDataset({"emb": emb["test"], "emb_flip": emb.get("test_flip"), "tab": tab})
+    if mcfg.kind == ModelKind.TEXT:
+        tokens = tokenize(comp.test[comp.text_col].tolist(), backbone.tokenizer, cfg.data.max_length, None)
+        return TextDataset(tokens, np.arange(len(comp.test)), tab)
+    return ImageDataset(image_paths(comp, comp.test), build_transform(mcfg.backbone.input_size, *fitted["norm"]), tab)
+
+
+def test_embeddings(cfg, comp: Competition, backbone: Backbone, fitted: dict) -> dict:
+    """The frozen backbone's embeddings of `comp.test` (and their flips for TTA), as training computed them."""
+    mcfg, bs = cfg.model, cfg.trainer.predict_batch_size
+    if mcfg.kind == ModelKind.TEXT:
+        tokens = tokenize(comp.test[comp.text_col].tolist(), backbone.tokenizer, cfg.data.max_length, None)
+        ds = TextDataset(tokens, np.arange(len(comp.test)), None)
+    else:
+        ds = ImageDataset(image_paths(comp, comp.test), build_transform(mcfg.backbone.input_size, *fitted["norm"]))
+    emb = {"test": embed(backbone.module, ds, bs)}
+    if mcfg.tta and mcfg.kind == ModelKind.IMAGE:
+        emb["test_flip"] = embed(backbone.module, ds, bs, flip=True)
+    return emb
+
+
+def tfidf_datasets(comp: Competition, mcfg, rows: dict, y: np.ndarray, tab_all, tab_test) -> tuple[dict, object]:
     """Sparse TF-IDF of the text column (vocabulary and IDF from the fold's training rows) + tabular features."""
     if not comp.text_col:
         raise UserError("model.kind=tfidf needs a text column: set data.text_col=<column>")
@@ -238,7 +286,7 @@ def tfidf_datasets(comp: Competition, mcfg, rows: dict, y: np.ndarray, tab_all, 
     vectorizer = hydra.utils.instantiate(mcfg.vectorizer)
     x_all, x_test = tfidf_features(vectorizer, comp.train[comp.text_col], rows["train"], comp.test[comp.text_col])
     log.info("tfidf: %d columns, %.0f non-zeros a row", x_all.shape[1], x_all.nnz / max(1, x_all.shape[0]))
-    return _arrays({"tfidf": x_all, "tab": tab_all}, {"tfidf": x_test, "tab": tab_test}, rows, y)
+    return _arrays({"tfidf": x_all, "tab": tab_all}, {"tfidf": x_test, "tab": tab_test}, rows, y), vectorizer
 
 
 def _take(a: np.ndarray | None, rows: np.ndarray) -> np.ndarray | None:

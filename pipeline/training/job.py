@@ -14,9 +14,11 @@ import time
 import lightning as L
 import numpy as np
 import pandas as pd
+import torch
 from omegaconf import OmegaConf, open_dict
 
 from pipeline.artifacts import ModelFolder, model_folder
+from pipeline.choices import BACKBONE_KINDS, Encoding, Finetune, HeadType, Scaling, TargetTransform, Task
 from pipeline.errors import UserError
 from pipeline.models.backbones import build_backbone
 from pipeline.prepare import Prepared
@@ -28,13 +30,13 @@ log = logging.getLogger(__name__)
 COSMETIC = ("progress_bar", "num_workers", "accelerator", "predict_batch_size", "devices", "strategy")
 # model.target_transform: (forward, inverse). Models train on forward(y); their predictions go through inverse
 # before they are scored or written, so oof.csv and test.csv stay in the target's units.
-TARGET_TRANSFORMS = {"none": (lambda y: y, lambda p: p), "log1p": (np.log1p, np.expm1)}
+TARGET_TRANSFORMS = {TargetTransform.NONE: (lambda y: y, lambda p: p), TargetTransform.LOG1P: (np.log1p, np.expm1)}
 
 
 # Feature preprocessing that a model preset may choose for itself (`model.<key>`; null: the data's), since a preset
 # cannot set keys of the data group: CatBoost wants native categoricals, the MLP clipped z-scores. With the
 # data's defaults (the values below), as data configs without the key have them.
-PRESET_DATA_KEYS = {"categorical_encoding": "onehot", "numeric_scaling": "standard"}
+PRESET_DATA_KEYS = {"categorical_encoding": Encoding.ONEHOT, "numeric_scaling": Scaling.STANDARD}
 
 
 def data_choice(cfg, key: str) -> str:
@@ -65,12 +67,12 @@ def resolved(cfg):
 
 def target_transform(cfg, comp) -> tuple:
     """(forward, inverse) of `model.target_transform`, checked against the task and the target's range."""
-    name = cfg.model.get("target_transform", "none")
+    name = cfg.model.get("target_transform", TargetTransform.NONE)
     if name not in TARGET_TRANSFORMS:
         raise UserError(f"unknown model.target_transform '{name}': choose one of {', '.join(TARGET_TRANSFORMS)}")
-    if name != "none" and comp.task != "regression":
+    if name != TargetTransform.NONE and comp.task != Task.REGRESSION:
         raise UserError(f"model.target_transform={name} is for regression targets, not a {comp.task} task: use none")
-    if name == "log1p" and comp.y.min() < 0:
+    if name == TargetTransform.LOG1P and comp.y.min() < 0:
         raise UserError(
             f"model.target_transform=log1p needs a target >= 0, but '{comp.target}' goes down to {comp.y.min():g}: "
             "use none"
@@ -82,7 +84,7 @@ def _model_spec(cfg) -> dict:
     model = OmegaConf.to_container(cfg.model, resolve=True)
     for key in PRESET_DATA_KEYS:  # in the spec as the data's value, whichever group set it
         model.pop(key, None)
-    if model.get("target_transform") == "none":  # added later: the default keeps older ids
+    if model.get("target_transform") == TargetTransform.NONE:  # added later: the default keeps older ids
         del model["target_transform"]
     return model
 
@@ -92,7 +94,7 @@ def spec(cfg) -> dict:
     trainer = {k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items() if k not in COSMETIC}
     data = {k: cfg.data.get(k) for k in ("feature_cols", "rare_min_frequency", "max_length")}
     data["categorical_encoding"] = encoding(cfg)
-    if data_choice(cfg, "numeric_scaling") != "standard":  # added later: the default keeps older ids
+    if data_choice(cfg, "numeric_scaling") != Scaling.STANDARD:  # added later: the default keeps older ids
         data["numeric_scaling"] = data_choice(cfg, "numeric_scaling")
     return {
         "model": _model_spec(cfg),
@@ -108,11 +110,11 @@ def head_name(cfg, task: str | None = None) -> str:
     """The head as trained: for scikit-learn heads the estimator class the task gets (LGBMRegressor for a
     regression run of a ...Classifier preset), once the task is known (`task`, or a `data.task` other than auto)."""
     h = cfg.model.head
-    if h.type == "linear":
+    if h.type == HeadType.LINEAR:
         return "linear"
-    if h.type != "sklearn":
+    if h.type != HeadType.SKLEARN:
         return "mlp" + "x".join(map(str, h.hidden))
-    task = task or (cfg.data.get("task") if cfg.data.get("task", "auto") != "auto" else None)
+    task = task or (cfg.data.get("task") if cfg.data.get("task", Task.AUTO) != Task.AUTO else None)
     target = str(estimator_spec(h, task)._target_) if task else str(h.estimator._target_)
     return (estimator_target(target, task) if task else target).rsplit(".", 1)[-1].lower()
 
@@ -122,15 +124,15 @@ def model_id(cfg, task: str | None = None) -> str:
     transform), seed, and a hash of the whole spec."""
     m = cfg.model
     digest = hashlib.sha256(json.dumps(spec(cfg), sort_keys=True).encode()).hexdigest()[:6]
-    if m.kind in ("tabular", "tfidf"):  # no pretrained backbone to name
+    if m.kind not in BACKBONE_KINDS:  # no pretrained backbone to name
         base = m.kind
     else:
         name = m.backbone.name.removeprefix("pkg://").split("/")[0]
         base = f"{name}-{m.finetune}"
     head = head_name(cfg, task)
-    if m.kind in ("tabular", "tfidf") and encoding(cfg) != "onehot":
+    if m.kind not in BACKBONE_KINDS and encoding(cfg) != Encoding.ONEHOT:
         head += f"-{encoding(cfg)}"
-    if m.get("target_transform", "none") != "none":
+    if m.get("target_transform", TargetTransform.NONE) != TargetTransform.NONE:
         head += f"-{m.target_transform}"
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{base}-{head}-s{cfg.seed}-{digest}")
 
@@ -147,8 +149,8 @@ def run_folds(cfg, prep: Prepared, folder: ModelFolder) -> list[tuple[int, dict,
     """Train (or reload) every fold; returns (k, rows, result) per fold."""
     comp, out, shared = prep.comp, [], None
     forward, inverse = target_transform(cfg, comp)
-    y = forward(comp.y.astype(float)) if comp.task == "regression" else comp.y  # what the models learn
-    trains_backbone = cfg.model.kind != "tabular" and cfg.model.finetune != "frozen"
+    y = forward(comp.y.astype(float)) if comp.task == Task.REGRESSION else comp.y  # what the models learn
+    trains_backbone = cfg.model.kind in BACKBONE_KINDS and cfg.model.finetune != Finetune.FROZEN
     for k, rows in fold_rows(prep.folds):
         res = folder.read_fold(k, prep.folds_meta["folds_hash"])
         if res is not None:
@@ -160,11 +162,17 @@ def run_folds(cfg, prep: Prepared, folder: ModelFolder) -> list[tuple[int, dict,
             backbone = shared
             datasets, in_dim = fold_datasets(comp, backbone, cfg, rows, y, prep.out_dir / "cache")
             y_train = y[rows["train"]].astype(float)
-            y_scale = (float(y_train.mean()), float(y_train.std() or 1.0)) if comp.task == "regression" else (0, 1)
+            y_scale = (float(y_train.mean()), float(y_train.std() or 1.0)) if comp.task == Task.REGRESSION else (0, 1)
             res = train_fold(cfg, comp, backbone, datasets, in_dim, k, folder.path, y_scale)
-            if comp.task == "regression":  # no head extrapolates past the targets it trained on; target's units
-                res |= {p: inverse(np.clip(res[p], y_train.min(), y_train.max())) for p in ("val", "test")}
-            folder.write_fold(k, res, prep.folds_meta["folds_hash"])
+            y_range = (float(y_train.min()), float(y_train.max())) if comp.task == Task.REGRESSION else None
+            res |= {p: to_target(res[p], y_range, inverse) for p in ("val", "test")}
+            model = res.pop("model")
+            state = datasets["fitted"] | {"y_scale": list(y_scale), "y_range": y_range}
+            if isinstance(model, torch.nn.Module):
+                folder.write_fold_model(k, state, model.state_dict())
+            else:
+                folder.write_fold_model(k, state | {"estimator": model, "categorical": res.pop("categorical")}, None)
+            folder.write_fold(k, res, prep.folds_meta["folds_hash"])  # last: marks the fold done
             score = comp.metric(comp.y[rows["val"]], res["val"])
             log.info(
                 "fold %d: %s %.5f (%d epochs, %.0f s)",
@@ -178,18 +186,25 @@ def run_folds(cfg, prep: Prepared, folder: ModelFolder) -> list[tuple[int, dict,
     return out
 
 
+def to_target(pred: np.ndarray, y_range: tuple | None, inverse) -> np.ndarray:
+    """Regression predictions clipped to the fold's training targets (no head extrapolates past what it saw),
+    then back in the target's units; classification probabilities as they are."""
+    return pred if y_range is None else inverse(np.clip(pred, *y_range))
+
+
 def prediction_frame(comp, ids, pred: np.ndarray) -> pd.DataFrame:
     """The id column, then one probability column per class label, or `prediction` for regression."""
-    cols = (
-        {"prediction": pred} if comp.task == "regression" else {str(c): pred[:, i] for i, c in enumerate(comp.classes)}
-    )
+    if comp.task == Task.REGRESSION:
+        cols = {"prediction": pred}
+    else:
+        cols = {str(c): pred[:, i] for i, c in enumerate(comp.classes)}
     return pd.DataFrame({comp.id_col: np.asarray(ids), **cols})
 
 
 def write_results(cfg, prep: Prepared, folder: ModelFolder, results: list, seconds: float) -> dict:
     """The fold results joined into the member's oof/test predictions, history and metrics."""
     comp = prep.comp
-    width = () if comp.task == "regression" else (len(comp.classes),)
+    width = () if comp.task == Task.REGRESSION else (len(comp.classes),)
     oof = np.full((len(comp.y), *width), np.nan)
     for _, rows, res in results:
         oof[rows["val"]] = res["val"]

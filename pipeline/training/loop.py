@@ -19,6 +19,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from scipy import sparse
 from sklearn.base import is_classifier, is_regressor
 from threadpoolctl import threadpool_limits
+from torch.utils.data import DataLoader, Dataset
 
 from pipeline.choices import Finetune, HeadType
 from pipeline.data.contract import Competition
@@ -50,15 +51,18 @@ def make_loaders(cfg, datasets: dict) -> dict:
     t = cfg.trainer
     if isinstance(datasets["train"], ArrayDataset):
         full = cfg.optimizer._target_.endswith("LBFGS")  # L-BFGS is a full-batch method
-        bs = len(datasets["train"]) if full else t.batch_size
-        return {
-            "train": array_loader(datasets["train"].arrays, bs, True),
-            **{k: array_loader(datasets[k].arrays, t.predict_batch_size, False) for k in ("val", "test")},
-        }
-    return {
-        "train": loader(datasets["train"], per_device_batch(t), True, t.num_workers),
-        **{k: loader(datasets[k], t.predict_batch_size, False, t.num_workers) for k in ("val", "test")},
-    }
+        train = array_loader(datasets["train"].arrays, len(datasets["train"]) if full else t.batch_size, True)
+    else:
+        train = loader(datasets["train"], per_device_batch(t), True, t.num_workers)
+    return {"train": train, **{k: predict_loader(cfg, datasets[k]) for k in ("val", "test")}}
+
+
+def predict_loader(cfg, ds: Dataset) -> DataLoader:
+    """Every row of `ds` once, in order, in batches of `trainer.predict_batch_size`."""
+    t = cfg.trainer
+    if isinstance(ds, ArrayDataset):
+        return array_loader(ds.arrays, t.predict_batch_size, False)
+    return loader(ds, t.predict_batch_size, False, t.num_workers)
 
 
 def build_net(cfg, comp: Competition, backbone: Backbone | None, in_dim: int) -> Net:
@@ -127,15 +131,7 @@ def train_fold(
     net.train()  # transformers load encoders in eval mode; Net.train keeps only a frozen backbone in eval
     trainer.fit(net, loaders["train"], loaders["val"])
     net.load_state_dict(torch.load(ckpt.best_model_path, map_location="cpu", weights_only=True)["state_dict"])
-    predict = L.Trainer(
-        accelerator=t.accelerator,
-        devices=1,
-        precision=t.precision,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    val, test = (torch.cat(predict.predict(net, loaders[p])).float().numpy() for p in ("val", "test"))
+    val, test = (predict_net(cfg, net, loaders[p]) for p in ("val", "test"))
     best = net.history[int(np.nanargmax([h["val_metric"] * (1 if mode == "max" else -1) for h in net.history]))]
     return {
         "val": val,
@@ -144,7 +140,24 @@ def train_fold(
         "epochs": len(net.history),
         "best_epoch": best["epoch"],
         "seconds": time.time() - start,
+        "model": net,
     }
+
+
+def predict_net(cfg, net: Net, data: DataLoader | Dataset) -> np.ndarray:
+    """A torch model's predictions of every row of a loader (or dataset), in order, in the metric's units."""
+    t = cfg.trainer
+    if not isinstance(data, DataLoader):
+        data = predict_loader(cfg, data)
+    trainer = L.Trainer(
+        accelerator=t.accelerator,
+        devices=1,
+        precision=t.precision,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    return torch.cat(trainer.predict(net, data)).float().numpy()
 
 
 def _features(ds: ArrayDataset) -> np.ndarray | sparse.csr_matrix:
@@ -269,20 +282,33 @@ def _use_threads(est, threads: int) -> None:
         est.set_params(thread_count=threads)  # CatBoost lists only the parameters it was given
 
 
-def _fit(cfg, comp: Competition, est, datasets: dict) -> tuple[dict, int | None]:
+def sklearn_inputs(est, ds: ArrayDataset, categorical: list[int]):
+    """The estimator's input matrix for a dataset's rows (category codes as integers for CatBoost)."""
+    x = _features(ds)
+    return _with_integer_codes(x, categorical) if categorical and _library(est) == "catboost" else x
+
+
+def predict_sklearn(est, comp: Competition, x) -> np.ndarray:
+    """Values (regression) or one probability column per class of the competition."""
+    if comp.task == "regression":
+        return est.predict(x)
+    return _all_classes(est, est.predict_proba(x), len(comp.classes))
+
+
+def _fit(cfg, comp: Competition, est, datasets: dict) -> tuple[dict, int | None, list[int]]:
     """Fit on the fold's training rows (early-stopped on its validation rows where the estimator does that);
-    returns the feature matrices (train, val, test) and the boosting rounds used (None without early stopping)."""
-    x = {p: _features(datasets[p]) for p in ("train", "val", "test")}
+    returns the feature matrices (train, val, test), the boosting rounds used (None without early stopping) and
+    the positions of native categorical columns."""
+    n_features = _features(datasets["train"]).shape[1]
+    cols = _categorical_columns(cfg, comp, datasets["train"], n_features)
+    kwargs = _native_categoricals(est, cols, n_features) if cols else {}
+    x = {p: sklearn_inputs(est, datasets[p], cols) for p in ("train", "val", "test")}
     y = {p: datasets[p].arrays["y"].numpy() for p in ("train", "val")}
-    cols = _categorical_columns(cfg, comp, datasets["train"], x["train"].shape[1])
-    kwargs = _native_categoricals(est, cols, x["train"].shape[1]) if cols else {}
-    if cols and _library(est) == "catboost":
-        x = {p: _with_integer_codes(v, cols) for p, v in x.items()}
     stops = _stops_early(est)
     if stops:
         kwargs |= EARLY_STOPPING[_library(est)][1](x["val"], y["val"])
     est.fit(x["train"], y["train"], **kwargs)
-    return x, int(EARLY_STOPPING[_library(est)][2](est)) if stops else None
+    return x, int(EARLY_STOPPING[_library(est)][2](est)) if stops else None, cols
 
 
 def fit_sklearn(cfg, comp: Competition, datasets: dict, start: float) -> dict:
@@ -298,11 +324,8 @@ def fit_sklearn(cfg, comp: Competition, datasets: dict, start: float) -> dict:
             "classifier (e.g. LogisticRegression, or SVC with probability=true)"
         )
     with threadpool_limits(limits=threads):  # OpenMP estimators (HistGradientBoosting) and BLAS alike
-        x, rounds = _fit(cfg, comp, est, datasets)
-        if comp.task == "regression":
-            val, test = (est.predict(x[p]) for p in ("val", "test"))
-        else:
-            val, test = (_all_classes(est, est.predict_proba(x[p]), len(comp.classes)) for p in ("val", "test"))
+        x, rounds, cols = _fit(cfg, comp, est, datasets)
+        val, test = (predict_sklearn(est, comp, x[p]) for p in ("val", "test"))
     score = comp.metric(datasets["val"].arrays["y"].numpy(), val)
     hist = [{"epoch": 0, "train_loss": float("nan"), "val_loss": float("nan"), "val_metric": score}]
     if rounds is not None:
@@ -314,4 +337,6 @@ def fit_sklearn(cfg, comp: Competition, datasets: dict, start: float) -> dict:
         "epochs": 1,
         "best_epoch": 0,
         "seconds": time.time() - start,
+        "model": est,
+        "categorical": cols,
     }

@@ -1,0 +1,154 @@
+"""Entry point: `outputs/<name>/bundle/`, one folder to attach to an offline notebook (a code competition).
+
+python -m pipeline.bundle data=adult            # make bundle ARGS="data=adult"
+
+It holds the project's wheel (configs inside), the competition's outputs that prediction reads (competition.json,
+ensemble.skops and the member folders the ensemble uses, without their training logs), the weights files those
+members load (copied in, so no package or hub is needed), and a README with the commands.
+"""
+
+import logging
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.artifacts import MODELS, model_folder, read_json, write_json
+from pipeline.choices import ModelKind
+from pipeline.ensembling.saved import ENSEMBLE_FILE, load_ensemble
+from pipeline.errors import UserError, user_errors
+from pipeline.models.backbones import is_local
+from pipeline.models.weights import resolve_path
+from pipeline.schema import cli
+
+log = logging.getLogger(__name__)
+ROOT = Path(__file__).resolve().parents[1]  # the project: pyproject.toml
+NOT_IN_WHEELHOUSE = ("torch", "torchvision")  # a notebook image has its own working pair: never replace it
+
+
+def weights_source(cfg: DictConfig) -> tuple[str, str] | None:
+    """(config key, value) of the local weights file or folder a member loads; None for hub or random weights."""
+    if cfg.model.kind == ModelKind.IMAGE:
+        value = cfg.model.backbone.get("weights")
+        return ("model.backbone.weights", value) if value and value != "hub" else None
+    if cfg.model.kind == ModelKind.TEXT:
+        value = cfg.model.backbone.name
+        if not is_local(value):
+            log.warning("%s loads '%s' from the hub: the notebook needs internet or the HF cache", cfg.name, value)
+            return None
+        return "model.backbone.name", value
+    return None
+
+
+def copy_member(src: Path, dest: Path, weights: dict[str, str]) -> None:
+    """The files prediction reads: config.yaml (weights paths made bundle-relative), metrics.json, fold models."""
+    cfg = OmegaConf.load(src / "config.yaml")
+    source = weights_source(cfg)
+    if source:
+        key, value = source
+        path = resolve_path(value)
+        if str(path) not in weights:
+            weights[str(path)] = f"weights/{len(weights)}-{path.name}"
+        OmegaConf.update(cfg, key, weights[str(path)])  # relative: found under the outputs folder (predictor.py)
+    (dest / "folds").mkdir(parents=True)
+    OmegaConf.save(cfg, dest / "config.yaml")
+    shutil.copy2(src / "metrics.json", dest / "metrics.json")
+    for f in sorted((src / "folds").glob("fold*.skops")) + sorted((src / "folds").glob("fold*.pt")):
+        shutil.copy2(f, dest / "folds" / f.name)
+
+
+def build_wheel(dest: Path) -> Path:
+    """The project as a wheel (built from a copy, so no build/ folder lands in the checkout)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "src"
+        shutil.copytree(
+            ROOT / "pipeline", src / "pipeline", symlinks=False, ignore=shutil.ignore_patterns("__pycache__")
+        )
+        shutil.copy2(ROOT / "pyproject.toml", src / "pyproject.toml")
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(dest),
+            str(src),
+        ]
+        subprocess.run(cmd, check=True)
+    return next(dest.glob("pipeline-*.whl"))
+
+
+def wheelhouse(dest: Path) -> None:
+    """Every dependency's wheel but torch/torchvision, from the package index (`bundle.wheelhouse=true`)."""
+    reqs = [r.split(";")[0].strip() for r in metadata.requires("pipeline") or [] if "extra ==" not in r]
+    reqs = [r for r in reqs if re.split(r"[<>=!~ \[]", r)[0].lower() not in NOT_IN_WHEELHOUSE]
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "-w", str(dest), *reqs], check=True)
+
+
+README = """# {name}: offline prediction bundle
+
+Members: {members}. Chosen ensemble: {chosen}.
+
+On the notebook (no internet), with this folder attached at BUNDLE:
+```bash
+pip install --no-index --find-links BUNDLE/wheels pipeline
+python -m pipeline.predict name={name} paths.output_dir=BUNDLE/outputs/{name} \\
+    predict.test_csv=<the test file> predict.output=submission.csv{image_dir}
+```
+The notebook's own torch and torchvision are used (the wheel needs torch {torch}, or a compatible release).
+"""
+
+
+@hydra.main(config_path="conf", config_name="bundle", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    with user_errors():
+        out_dir, dest = Path(cfg.paths.output_dir), Path(cfg.bundle.dir)
+        saved = load_ensemble(out_dir)
+        info = read_json(out_dir / "competition.json")
+        tmp = dest.with_name(f".{dest.name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        comp = tmp / "outputs" / cfg.name
+        weights: dict[str, str] = {}
+        for name in saved["members"]:
+            folder = model_folder(out_dir, name)
+            if not folder.fold_ids():
+                raise UserError(f"{folder.path} has no saved fold models (trained by an older version): retrain it")
+            copy_member(folder.path, comp / MODELS / name, weights)
+        for src, rel in weights.items():
+            (comp / rel).parent.mkdir(parents=True, exist_ok=True)
+            (shutil.copytree if Path(src).is_dir() else shutil.copy2)(src, comp / rel)
+        if info.get("sample_submission") and Path(info["sample_submission"]).is_file():  # the format to follow
+            shutil.copy2(info["sample_submission"], comp / "sample_submission.csv")
+            info["sample_submission"] = "sample_submission.csv"  # found under the outputs folder (predict.py)
+        write_json(info, comp / "competition.json")
+        shutil.copy2(out_dir / ENSEMBLE_FILE, comp / ENSEMBLE_FILE)
+        build_wheel(tmp / "wheels")
+        if cfg.bundle.wheelhouse:
+            wheelhouse(tmp / "wheels")
+        image_dir = " \\\n    predict.image_dir=<the test images' folder>" if info.get("image_col") else ""
+        (tmp / "README.md").write_text(
+            README.format(
+                name=cfg.name,
+                members=len(saved["members"]),
+                chosen=saved["name"],
+                image_dir=image_dir,
+                torch=metadata.version("torch"),
+            )
+        )
+        shutil.rmtree(dest, ignore_errors=True)
+        tmp.rename(dest)
+        size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file()) / 1e6
+        print(f"bundle ({len(saved['members'])} members, {len(weights)} weights, {size:.0f} MB): {dest}")
+
+
+if __name__ == "__main__":
+    cli(main, "bundle")  # the command line checked before Hydra creates its run folder

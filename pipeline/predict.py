@@ -1,0 +1,74 @@
+"""Entry point: predict new rows with the trained members and the chosen ensemble; nothing is retrained.
+
+python -m pipeline.predict data=adult predict.test_csv=new_rows.csv      # make predict ARGS="..."
+python -m pipeline.predict name=adult predict.output=my_submission.csv
+"""
+
+import logging
+from pathlib import Path
+
+import hydra
+import numpy as np
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from pipeline.artifacts import model_folder, read_json, write_csv
+from pipeline.data.contract import read_csv
+from pipeline.ensembling.members import Context
+from pipeline.ensembling.saved import apply_ensemble, load_ensemble
+from pipeline.ensembling.submission import default_format, fill_sample, sample_for
+from pipeline.errors import UserError, user_errors
+from pipeline.metrics import get_metric
+from pipeline.schema import cli
+from pipeline.training.predictor import predict_member
+
+log = logging.getLogger(__name__)
+
+
+def needed_columns(info: dict) -> list[str]:
+    return [info["id_col"], *(info.get("feature_cols") or []), *[c for c in (info["text_col"], info["image_col"]) if c]]
+
+
+def submission(pred: np.ndarray, ids: np.ndarray, info: dict, sample_path: str | None, out_dir: Path):
+    """In the sample's format: its id order when it holds exactly these ids, else theirs in the file's order."""
+    columns = ["prediction"] if info["classes"] is None else [str(c) for c in info["classes"]]
+    metric = get_metric(info["metric"], info["task"])
+    none = np.zeros(0)  # the training rows: not needed to write a submission
+    ctx = Context(out_dir, info, metric, columns, ids=none, folds=none, y=none, test_csv=Path(info["test_csv"]))
+    if not sample_path:
+        return default_format(pred, ids, ctx)
+    if not Path(sample_path).is_absolute() and (out_dir / sample_path).is_file():  # a bundle's own copy
+        sample_path = str(out_dir / sample_path)
+    sample = read_csv(sample_path, "sample_submission")
+    if set(sample[info["id_col"]].astype(str)) != set(ids.astype(str)) or len(sample) != len(ids):
+        sample = sample_for(sample, ids, info["id_col"])
+    return fill_sample(sample, pred, ids, ctx, Path(sample_path))
+
+
+@hydra.main(config_path="conf", config_name="predict", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    with user_errors():
+        out_dir, p = Path(cfg.paths.output_dir), cfg.predict
+        if not (out_dir / "competition.json").is_file():
+            raise UserError(f"{out_dir / 'competition.json'} not found: train this competition first (make train)")
+        info = read_json(out_dir / "competition.json")
+        saved = load_ensemble(out_dir)
+        test_csv = p.test_csv or info["test_csv"]
+        test = read_csv(test_csv, "test_csv")
+        missing = [c for c in needed_columns(info) if c not in test.columns]
+        if missing:
+            raise UserError(
+                f"{test_csv} lacks column {missing[0]!r}, which the members read: give the test file's columns"
+            )
+        members = tqdm(saved["members"], desc="members", unit="member")
+        P = np.stack([predict_member(model_folder(out_dir, m), info, test, p.image_dir) for m in members])
+        pred = apply_ensemble(saved, P.astype(np.float32).reshape(len(P), len(test), -1), test)
+        sub = submission(
+            pred, test[info["id_col"]].to_numpy(), info, p.sample_submission or info["sample_submission"], out_dir
+        )
+        write_csv(sub, Path(p.output))
+        print(f"predictions ({saved['name']}, {len(saved['members'])} members, {len(test)} rows): {p.output}")
+
+
+if __name__ == "__main__":
+    cli(main, "predict")  # the command line checked before Hydra creates its run folder

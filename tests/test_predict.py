@@ -1,0 +1,121 @@
+"""Prediction from saved fold models: every member kind reproduces its training-time test.csv on the same rows,
+and rows in another order and subset get the same numbers."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import timm
+import torch
+from conftest import CONF_DIR, comp_cfg
+from hydra import compose, initialize_config_dir
+from skops import io as skops_io
+
+from pipeline import ensemble, predict
+from pipeline.artifacts import ModelFolder, load_safe
+from pipeline.errors import UserError
+from pipeline.prepare import prepare
+from pipeline.training.job import train_job
+from pipeline.training.predictor import predict_member
+
+FAST = ["trainer.max_epochs=2", "trainer.progress_bar=false", "trainer.batch_size=16", "cv.n_folds=2"]
+
+
+@pytest.fixture(scope="module")
+def resnet(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("w") / "resnet18.pth"
+    torch.save(timm.create_model("resnet18").state_dict(), path)
+    return path
+
+
+MEMBERS = {  # name: (competition kind, overrides)
+    "lgbm": ("tab", ["model=tabular_lgbm"]),
+    "catboost_native": ("tab", ["model=tabular_catboost", "model.head.estimator.iterations=20"]),
+    "mlp_regression": ("reg", ["model=tabular"]),
+    "lgbm_log1p": ("reg", ["model=tabular_lgbm", "model.target_transform=log1p"]),
+    "tfidf": ("text", ["model=text_tfidf"]),
+    "text_frozen": ("text", ["model=text", "data.max_length=16"]),
+    "text_finetune": ("text", ["model=text", "data.max_length=16", "model.finetune=full"]),
+    "image_frozen_tta": ("image", ["model=image", "model.tta=true"]),
+    "image_finetune": ("image", ["model=image", "model.finetune=full"]),
+}
+
+
+def train(make_comp, tmp_path, kind: str, overrides: list[str], assets: dict) -> tuple[ModelFolder, dict, object]:
+    labels = tuple(np.linspace(1.0, 50.0, 40)) if kind == "reg" else ("no", "yes")
+    comp = make_comp(labels=labels, text=kind == "text", images=kind == "image")
+    extra = []
+    if kind == "text":
+        extra = [f"model.backbone.name={assets['bert']}"] if "model=text" in overrides else []
+    if kind == "image":
+        extra = ["model.backbone.name=resnet18", f"model.backbone.weights={assets['resnet']}"]
+        extra += ["model.backbone.input_size=32"]
+    cfg = comp_cfg(comp, *FAST, *overrides, *extra, out_dir=tmp_path / "out")
+    prep = prepare(cfg)
+    metrics = train_job(cfg, prep)
+    info = json.loads((prep.out_dir / "competition.json").read_text())
+    return ModelFolder(prep.out_dir / "models" / metrics["model_id"]), info, comp
+
+
+@pytest.mark.parametrize("name", list(MEMBERS))
+def test_member_reproduces_its_test_predictions(make_comp, tmp_path, tiny_bert, resnet, name):
+    kind, overrides = MEMBERS[name]
+    folder, info, comp = train(make_comp, tmp_path, kind, overrides, {"bert": tiny_bert, "resnet": resnet})
+    expected = pd.read_csv(folder.test)
+    pred = predict_member(folder, info, comp.test)
+    values = expected.drop(columns="id").to_numpy()
+    np.testing.assert_allclose(pred.reshape(values.shape), values, atol=1e-6, rtol=1e-6)
+    # a shuffled half of the rows: the same numbers for those ids
+    half = comp.test.sample(frac=0.5, random_state=1)
+    sub = predict_member(folder, info, half.reset_index(drop=True))
+    np.testing.assert_allclose(sub.reshape(len(half), -1), values[half.index], atol=1e-6, rtol=1e-6)
+
+
+def test_fold_model_from_other_versions_is_refused(make_comp, tmp_path):
+    folder, info, comp = train(make_comp, tmp_path, "tab", ["model=tabular_lgbm"], {})
+    path = folder.fold(0).with_suffix(".skops")
+    state = load_safe(path)
+    state["versions"]["scikit-learn"] = "0.1.0"
+    path.write_bytes(skops_io.dumps(state))
+    with pytest.raises(UserError, match=r"scikit-learn 0\.1\.0.*install scikit-learn==0\.1\.0"):
+        predict_member(folder, info, comp.test)
+
+
+def compose_stage(name: str, overrides: list[str]):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(name, overrides=overrides)
+
+
+@pytest.mark.parametrize("method", ["stacking", "weighted", "auto"])
+def test_predict_a_shuffled_half_equals_the_ensembles_submission(make_comp, tmp_path, capsys, method):
+    """train -> ensemble -> predict on a shuffled half of the test rows: the same rows as submission.csv."""
+    comp = make_comp(n_train=60, n_test=20)
+    pd.DataFrame({"id": comp.test["id"], "y": 0.5}).to_csv(comp.dir / "sample_submission.csv", index=False)
+    out = tmp_path / "out"
+    data = [f"data.train_csv={comp.train_csv}", "data.target=y", f"paths.output_dir={out}", "data=csv"]
+    for model in ("tabular_lgbm", "tabular", "tabular_hgb"):
+        cfg = comp_cfg(comp, *FAST, f"model={model}", out_dir=out)
+        train_job(cfg, prepare(cfg))
+    ensemble.main(compose_stage("ensemble", [*data, f"ensemble.method={method}", "data.metric=logloss"]))
+    expected = pd.read_csv(out / "submission.csv").set_index("id")
+    half = comp.test.sample(frac=0.5, random_state=3)
+    half.to_csv(tmp_path / "half.csv", index=False)
+    target = tmp_path / "pred.csv"
+    predict.main(
+        compose_stage("predict", [*data, f"predict.test_csv={tmp_path / 'half.csv'}", f"predict.output={target}"])
+    )
+    got = pd.read_csv(target)
+    assert list(got["id"]) == list(half["id"]) and list(got.columns) == ["id", "y"]  # P(yes), as the sample asks
+    pd.testing.assert_frame_equal(got.set_index("id"), expected.loc[half["id"]], atol=1e-6)
+
+
+def test_hub_weights_offline_name_the_local_file_fix(monkeypatch):
+    from omegaconf import OmegaConf
+
+    from pipeline.models.backbones import image_backbone
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # as on Kaggle with the internet off
+    with pytest.raises(UserError, match=r"model\.backbone\.weights=<local file or folder>"):
+        image_backbone(OmegaConf.create({"name": "resnet18", "weights": "hub"}))
