@@ -14,11 +14,12 @@ from omegaconf import DictConfig
 import pipeline  # noqa: F401  (registers the `dirname`/`basename` resolvers used by conf/data/csv.yaml)
 from pipeline.advisor.rules import check, hydra_sweep, strict_error
 from pipeline.errors import user_errors
+from pipeline.schema import cli
 
 _SHOWN: set[str] = set()  # findings already printed by an earlier job of this process
 
 
-@hydra.main(config_path="../conf", config_name="train", version_base="1.3")
+@hydra.main(config_path="conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> int:
     with user_errors():
         findings = check(cfg, hydra_sweep())
@@ -34,4 +35,4 @@ def main(cfg: DictConfig) -> int:
 
 if __name__ == "__main__":
     sys.argv.append("~hydra.callbacks.members")  # the member table belongs to training runs, not to advice
-    main()
+    cli(main, "train")  # the command line checked before Hydra creates its run folder

@@ -14,11 +14,12 @@ import pipeline  # noqa: F401  (registers the `dirname`/`basename` resolvers use
 from pipeline.artifacts import model_folders
 from pipeline.errors import UserError, user_errors
 from pipeline.reporting.page import write_report
+from pipeline.schema import cli
 
 log = logging.getLogger(__name__)
 
 
-@hydra.main(config_path="../conf", config_name="report", version_base="1.3")
+@hydra.main(config_path="conf", config_name="report", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     with user_errors():
         out_dir = Path(cfg.paths.output_dir)
@@ -29,4 +30,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main, "report")  # the command line checked before Hydra creates its run folder

@@ -16,7 +16,9 @@ from omegaconf import OmegaConf
 
 from pipeline.advisor.diagnosis import diagnose
 from pipeline.artifacts import ModelFolder, read_json, write_json
+from pipeline.choices import BACKBONE_KINDS, TRAINS_BACKBONE, Activation, HeadInit, HeadType, Scheduler
 from pipeline.errors import UserError
+from pipeline.models.backbones import is_pretrained
 
 log = logging.getLogger(__name__)
 ADAM_FAMILY = ("Adam", "AdamW", "Adamax", "NAdam", "RAdam")
@@ -48,25 +50,24 @@ def optimizer_name(cfg) -> str:
 
 def trains_torch(cfg) -> bool:
     """True when a torch head trains with the optimizer (a scikit-learn head has its own fitting)."""
-    return cfg.model.head.type != "sklearn"
+    return cfg.model.head.type != HeadType.SKLEARN
 
 
 def trains_backbone(cfg) -> bool:
     """True when backbone weights are updated, on per-row mini-batches of images or tokens."""
-    return cfg.model.kind in ("image", "text") and cfg.model.get("finetune") in ("full", "probe_then_full")
+    return cfg.model.kind in BACKBONE_KINDS and cfg.model.get("finetune") in TRAINS_BACKBONE
 
 
 def pretrained(cfg) -> bool:
     """True when the backbone starts from pretrained weights (text: unless weights=null)."""
-    default = "pretrained" if cfg.model.kind == "text" else None
-    return bool(cfg.model.backbone and cfg.model.backbone.get("weights", default))
+    return bool(cfg.model.get("backbone")) and is_pretrained(cfg.model.kind, cfg.model.backbone)
 
 
 # -- config rules -------------------------------------------------------------------------------------------
 def zero_init(cfg) -> list[Finding]:
     """All-zero or constant initialization of an MLP head: its hidden units stay identical."""
-    head, init = cfg.model.head, cfg.model.head.get("init", "xavier")
-    if head.type != "mlp" or init not in ("zeros", "constant"):
+    head, init = cfg.model.head, cfg.model.head.get("init", HeadInit.XAVIER)
+    if head.type != HeadType.MLP or init not in (HeadInit.ZEROS, HeadInit.CONSTANT):
         return []
     return [
         Finding(
@@ -81,7 +82,7 @@ def zero_init(cfg) -> list[Finding]:
 def sigmoid_hidden(cfg) -> list[Finding]:
     """Sigmoid hidden units saturate, are not zero-centred and slow learning."""
     head = cfg.model.head
-    if head.type != "mlp" or head.activation != "sigmoid":
+    if head.type != HeadType.MLP or head.activation != Activation.SIGMOID:
         return []
     return [
         Finding(
@@ -97,7 +98,7 @@ def sgd_plain(cfg) -> list[Finding]:
     """SGD with neither momentum nor a schedule: slow, and stuck at one step size."""
     if not trains_torch(cfg) or optimizer_name(cfg) != "SGD":
         return []
-    if cfg.optimizer.get("momentum") or cfg.scheduler.name != "none":
+    if cfg.optimizer.get("momentum") or cfg.scheduler.name != Scheduler.NONE:
         return []
     return [
         Finding(
@@ -125,7 +126,7 @@ def lr_range(cfg) -> list[Finding]:
 def dropout_with_batch_norm(cfg) -> list[Finding]:
     """Dropout beside batch norm: the two interfere (variance shift between training and inference)."""
     head = cfg.model.head
-    if head.type != "mlp" or not head.batch_norm or not head.dropout > 0:
+    if head.type != HeadType.MLP or not head.batch_norm or not head.dropout > 0:
         return []
     return [
         Finding(
@@ -219,7 +220,7 @@ def regularizers(cfg) -> list[tuple[str, float, float]]:
         return []
     on = []
     head = cfg.model.head
-    if head.type == "mlp" and head.dropout > 0:
+    if head.type == HeadType.MLP and head.dropout > 0:
         on.append(("model.head.dropout", float(head.dropout), 0.0))
     if cfg.model.get("l1", 0) > 0:
         on.append(("model.l1", float(cfg.model.l1), 0.0))

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from pipeline.advisor.diagnosis import diagnose
+from pipeline.choices import HeadType
 from pipeline.reporting.collect import Member
 from pipeline.training.job import spec
 
@@ -34,9 +35,9 @@ class Selection:
 def complexity(cfg) -> tuple[str, tuple]:
     """A readable complexity label (e.g. `resnet18 mlp512x256`) and a sort key (backbone, depth, total width)."""
     m = cfg.model
-    hidden = list(m.head.hidden) if m.head.type == "mlp" else []
+    hidden = list(m.head.hidden) if m.head.type == HeadType.MLP else []
     name = m.backbone.name.removeprefix("pkg://").split("/")[0] if m.get("backbone") else ""
-    head = "mlp" + "x".join(map(str, hidden)) if m.head.type == "mlp" else m.head.type
+    head = "mlp" + "x".join(map(str, hidden)) if m.head.type == HeadType.MLP else m.head.type
     return f"{name} {head}".strip(), (name, len(hidden), sum(hidden))
 
 
@@ -59,7 +60,7 @@ def group_members(members: list[Member]) -> dict[str, dict[str, list[Member]]]:
     """base spec -> complexity label -> members (seeds); only groups with two or more levels."""
     groups: dict[str, dict[str, list[Member]]] = {}
     for m in members:
-        if m.config is None or m.config.model.head.type not in ("linear", "mlp"):
+        if m.config is None or m.config.model.head.type not in (HeadType.LINEAR, HeadType.MLP):
             continue
         label, _ = complexity(m.config)
         groups.setdefault(base_spec(m.config), {}).setdefault(label, []).append(m)

@@ -14,6 +14,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from pipeline.artifacts import model_folders, write_json
+from pipeline.choices import TargetTransform, Task, ZooTransform
 from pipeline.data.contract import load_competition
 from pipeline.data.tabular import skewed_positive
 from pipeline.prepare import Prepared
@@ -135,7 +136,7 @@ class Zoo:
 def choose_transform(zoo: Zoo) -> list[str]:
     """On a skewed, non-negative regression target, LightGBM on the raw and the log1p target: CV picks."""
     comp = zoo.prep.comp
-    if zoo.cfg.zoo.target_transform != "auto" or comp.task != "regression" or not comp.feature_cols:
+    if zoo.cfg.zoo.target_transform != ZooTransform.AUTO or comp.task != Task.REGRESSION or not comp.feature_cols:
         return []
     if not skewed_positive(comp.y):
         return []
@@ -151,7 +152,7 @@ def choose_transform(zoo: Zoo) -> list[str]:
     if raw.cv_score is None or logged.cv_score is None:
         return []
     better = comp.metric.better(logged.cv_score, raw.cv_score)
-    zoo.doc["target_transform"] = "log1p" if better else "none"
+    zoo.doc["target_transform"] = TargetTransform.LOG1P if better else TargetTransform.NONE
     log.info(
         "zoo: target transform %s (CV %.5f with log1p vs %.5f raw)",
         zoo.doc["target_transform"],
