@@ -112,10 +112,11 @@ def test_predict_a_shuffled_half_equals_the_ensembles_submission(make_comp, tmp_
 
 
 def test_hub_weights_offline_name_the_local_file_fix(monkeypatch):
+    import huggingface_hub.constants
     from omegaconf import OmegaConf
 
     from pipeline.models.backbones import image_backbone
 
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # as on Kaggle with the internet off
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # as on Kaggle with the internet off
     with pytest.raises(UserError, match=r"model\.backbone\.weights=<local file or folder>"):
         image_backbone(OmegaConf.create({"name": "resnet18", "weights": "hub"}))
