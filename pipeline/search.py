@@ -61,7 +61,7 @@ def finished_trials(storage: str, name: str) -> int:
     study = _study(storage, name)
     if study is None:
         return 0
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):  # optuna 2.10: only through storage
         study._storage.set_trial_state(t._trial_id, TrialState.FAIL)
         log.warning("study %s: trial %d was left running by a killed sweep: marked failed", name, t.number)
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
