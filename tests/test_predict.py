@@ -59,7 +59,10 @@ def train(make_comp, tmp_path, kind: str, overrides: list[str], assets: dict) ->
     return ModelFolder(prep.out_dir / "models" / metrics["model_id"]), info, comp
 
 
-@pytest.mark.parametrize("name", list(MEMBERS))
+SLOW = ("text_finetune", "image_finetune")  # the same code paths as the frozen ones, plus backbone weights
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.slow] * (n in SLOW)) for n in MEMBERS])
 def test_member_reproduces_its_test_predictions(make_comp, tmp_path, tiny_bert, resnet, name):
     kind, overrides = MEMBERS[name]
     folder, info, comp = train(make_comp, tmp_path, kind, overrides, {"bert": tiny_bert, "resnet": resnet})
@@ -88,7 +91,7 @@ def compose_stage(name: str, overrides: list[str]):
         return compose(name, overrides=overrides)
 
 
-@pytest.mark.parametrize("method", ["stacking", "weighted", "auto"])
+@pytest.mark.parametrize("method", [pytest.param("stacking", marks=pytest.mark.slow), "weighted", "auto"])
 def test_predict_a_shuffled_half_equals_the_ensembles_submission(make_comp, tmp_path, capsys, method):
     """train -> ensemble -> predict on a shuffled half of the test rows: the same rows as submission.csv."""
     comp = make_comp(n_train=60, n_test=20)
