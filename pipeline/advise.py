@@ -33,6 +33,11 @@ def main(cfg: DictConfig) -> int:
         return len(findings)
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """`pipeline-advise`: the command line checked before Hydra creates its run folder."""
     sys.argv.append("~hydra.callbacks.members")  # the member table belongs to training runs, not to advice
-    cli(main, "train")  # the command line checked before Hydra creates its run folder
+    cli(main, "train")
+
+
+if __name__ == "__main__":
+    run()

@@ -19,12 +19,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.artifacts import MODELS, model_folder, read_json, write_json
 from pipeline.choices import ModelKind
-from pipeline.ensembling.saved import ENSEMBLE_FILE, load_ensemble
 from pipeline.errors import UserError, user_errors
-from pipeline.models.backbones import is_local
-from pipeline.models.weights import resolve_path
 from pipeline.schema import cli
 
 log = logging.getLogger(__name__)
@@ -34,6 +30,8 @@ NOT_IN_WHEELHOUSE = ("torch", "torchvision")  # a notebook image has its own wor
 
 def weights_source(cfg: DictConfig) -> tuple[str, str] | None:
     """(config key, value) of the local weights file or folder a member loads; None for hub or random weights."""
+    from pipeline.models.backbones import is_local
+
     if cfg.model.kind == ModelKind.IMAGE:
         value = cfg.model.backbone.get("weights")
         return ("model.backbone.weights", value) if value and value != "hub" else None
@@ -48,6 +46,8 @@ def weights_source(cfg: DictConfig) -> tuple[str, str] | None:
 
 def copy_member(src: Path, dest: Path, weights: dict[str, str]) -> None:
     """The files prediction reads: config.yaml (weights paths made bundle-relative), metrics.json, fold models."""
+    from pipeline.models.weights import resolve_path
+
     cfg = OmegaConf.load(src / "config.yaml")
     source = weights_source(cfg)
     if source:
@@ -101,7 +101,7 @@ Members: {members}. Chosen ensemble: {chosen}.
 On the notebook (no internet), with this folder attached at BUNDLE:
 ```bash
 pip install --no-index --find-links BUNDLE/wheels pipeline
-python -m pipeline.predict name={name} paths.output_dir=BUNDLE/outputs/{name} \\
+pipeline-predict name={name} paths.output_dir=BUNDLE/outputs/{name} \\
     predict.test_csv=<the test file> predict.output=submission.csv{image_dir}
 ```
 The notebook's own torch and torchvision are used (the wheel needs torch {torch}, or a compatible release).
@@ -110,6 +110,10 @@ The notebook's own torch and torchvision are used (the wheel needs torch {torch}
 
 @hydra.main(config_path="conf", config_name="bundle", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    # the stage's code loads only when work starts: `--help` answers at once
+    from pipeline.artifacts import MODELS, model_folder, read_json, write_json
+    from pipeline.ensembling.saved import ENSEMBLE_FILE, load_ensemble
+
     with user_errors():
         out_dir, dest = Path(cfg.paths.output_dir), Path(cfg.bundle.dir)
         saved = load_ensemble(out_dir)
@@ -150,5 +154,10 @@ def main(cfg: DictConfig) -> None:
         print(f"bundle ({len(saved['members'])} members, {len(weights)} weights, {size:.0f} MB): {dest}")
 
 
+def run() -> None:
+    """`pipeline-bundle`: the command line checked before Hydra creates its run folder."""
+    cli(main, "bundle")
+
+
 if __name__ == "__main__":
-    cli(main, "bundle")  # the command line checked before Hydra creates its run folder
+    run()

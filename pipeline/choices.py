@@ -186,3 +186,9 @@ class WeightOptimizer(StrEnum):
 
     CARUANA = "caruana"
     SCIPY = "scipy"
+
+
+def is_pretrained(kind: str, backbone) -> bool:
+    """True when a backbone starts from pretrained weights: `weights` set (an image backbone's null means random
+    init; a text backbone without the key, an older config, is pretrained as conf/model/text.yaml says)."""
+    return bool(backbone.get("weights", "pretrained" if kind == ModelKind.TEXT else None))

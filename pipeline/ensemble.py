@@ -12,13 +12,6 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from pipeline.data.folds import check_folds_file
-from pipeline.ensembling.members import load_context, load_stack
-from pipeline.ensembling.methods import Selected
-from pipeline.ensembling.registry import build_methods
-from pipeline.ensembling.report import leaderboard, summary, table, write_ensemble
-from pipeline.ensembling.scoring import choose, evaluate_members, evaluate_method
-from pipeline.ensembling.submission import apply_command_line, build_submission
 from pipeline.errors import user_errors
 from pipeline.schema import cli
 
@@ -28,6 +21,15 @@ log = logging.getLogger(__name__)
 @hydra.main(config_path="conf", config_name="ensemble", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     """Validate the members, score members and methods out of fold, choose what to submit, write the outputs."""
+    # the stage's code (numpy, pandas, scikit-learn) loads only when work starts: `--help` answers at once
+    from pipeline.data.folds import check_folds_file
+    from pipeline.ensembling.members import load_context, load_stack
+    from pipeline.ensembling.methods import Selected
+    from pipeline.ensembling.registry import build_methods
+    from pipeline.ensembling.report import leaderboard, summary, table, write_ensemble
+    from pipeline.ensembling.scoring import choose, evaluate_members, evaluate_method
+    from pipeline.ensembling.submission import apply_command_line, build_submission
+
     with user_errors():
         check_folds_file(Path(cfg.paths.output_dir))  # folds.csv is the file folds.json describes
         ctx = load_context(Path(cfg.paths.output_dir), cfg.data)  # competition.json, folds, training target
@@ -54,5 +56,10 @@ def main(cfg: DictConfig) -> None:
         print(f"submission: {path}")
 
 
+def run() -> None:
+    """`pipeline-ensemble`: the command line checked before Hydra creates its run folder."""
+    cli(main, "ensemble")
+
+
 if __name__ == "__main__":
-    cli(main, "ensemble")  # the command line checked before Hydra creates its run folder
+    run()

@@ -8,19 +8,10 @@ import logging
 from pathlib import Path
 
 import hydra
-import numpy as np
 from omegaconf import DictConfig
-from tqdm import tqdm
 
-from pipeline.artifacts import model_folder, read_json, write_csv
-from pipeline.data.contract import read_csv
-from pipeline.ensembling.members import Context
-from pipeline.ensembling.saved import apply_ensemble, load_ensemble
-from pipeline.ensembling.submission import default_format, fill_sample, sample_for
 from pipeline.errors import UserError, user_errors
-from pipeline.metrics import get_metric
 from pipeline.schema import cli
-from pipeline.training.predictor import predict_member
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +20,15 @@ def needed_columns(info: dict) -> list[str]:
     return [info["id_col"], *(info.get("feature_cols") or []), *[c for c in (info["text_col"], info["image_col"]) if c]]
 
 
-def submission(pred: np.ndarray, ids: np.ndarray, info: dict, sample_path: str | None, out_dir: Path):
+def submission(pred, ids, info: dict, sample_path: str | None, out_dir: Path):
     """In the sample's format: its id order when it holds exactly these ids, else theirs in the file's order."""
+    import numpy as np
+
+    from pipeline.data.contract import read_csv
+    from pipeline.ensembling.members import Context
+    from pipeline.ensembling.submission import default_format, fill_sample, sample_for
+    from pipeline.metrics import get_metric
+
     columns = ["prediction"] if info["classes"] is None else [str(c) for c in info["classes"]]
     metric = get_metric(info["metric"], info["task"])
     none = np.zeros(0)  # the training rows: not needed to write a submission
@@ -47,6 +45,15 @@ def submission(pred: np.ndarray, ids: np.ndarray, info: dict, sample_path: str |
 
 @hydra.main(config_path="conf", config_name="predict", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    # the stage's code (torch, the members' libraries) loads only when work starts: `--help` answers at once
+    import numpy as np
+    from tqdm import tqdm
+
+    from pipeline.artifacts import model_folder, read_json, write_csv
+    from pipeline.data.contract import read_csv
+    from pipeline.ensembling.saved import apply_ensemble, load_ensemble
+    from pipeline.training.predictor import predict_member
+
     with user_errors():
         out_dir, p = Path(cfg.paths.output_dir), cfg.predict
         if not (out_dir / "competition.json").is_file():
@@ -70,5 +77,10 @@ def main(cfg: DictConfig) -> None:
         print(f"predictions ({saved['name']}, {len(saved['members'])} members, {len(test)} rows): {p.output}")
 
 
+def run() -> None:
+    """`pipeline-predict`: the command line checked before Hydra creates its run folder."""
+    cli(main, "predict")
+
+
 if __name__ == "__main__":
-    cli(main, "predict")  # the command line checked before Hydra creates its run folder
+    run()

@@ -11,9 +11,7 @@ import hydra
 from omegaconf import DictConfig
 
 import pipeline  # noqa: F401  (registers the `dirname`/`basename` resolvers used by conf/data/csv.yaml)
-from pipeline.artifacts import model_folders
 from pipeline.errors import UserError, user_errors
-from pipeline.reporting.page import write_report
 from pipeline.schema import cli
 
 log = logging.getLogger(__name__)
@@ -21,6 +19,9 @@ log = logging.getLogger(__name__)
 
 @hydra.main(config_path="conf", config_name="report", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    from pipeline.artifacts import model_folders  # the stage's code loads only when work starts
+    from pipeline.reporting.page import write_report
+
     with user_errors():
         out_dir = Path(cfg.paths.output_dir)
         if not model_folders(out_dir):
@@ -29,5 +30,10 @@ def main(cfg: DictConfig) -> None:
         print(f"report: {path.resolve().as_uri()}")
 
 
+def run() -> None:
+    """`pipeline-report`: the command line checked before Hydra creates its run folder."""
+    cli(main, "report")
+
+
 if __name__ == "__main__":
-    cli(main, "report")  # the command line checked before Hydra creates its run folder
+    run()

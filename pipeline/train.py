@@ -9,19 +9,11 @@ import logging
 import os
 
 import hydra
-import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from pipeline.advisor.rules import advise_after, advise_before
-from pipeline.artifacts import model_folder
 from pipeline.errors import user_errors
-from pipeline.prepare import prepare
 from pipeline.schema import cli
-from pipeline.search import Score
-from pipeline.training.auto import Member, default_model
-from pipeline.training.job import train_job
-from pipeline.training.zoo import compose_member, train_zoo
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +39,14 @@ def job_threads(cfg: DictConfig) -> int | None:
 
 @hydra.main(config_path="conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
+    # the stage's code (torch, Lightning) loads only when work starts: `--help` answers at once
+    import torch
+
+    from pipeline.prepare import prepare
+    from pipeline.search import Score
+    from pipeline.training.auto import Member, default_model
+    from pipeline.training.zoo import compose_member, train_zoo
+
     with user_errors():
         threads = job_threads(cfg)
         if threads:
@@ -69,6 +69,10 @@ def main(cfg: DictConfig) -> float | None:
 
 def fit(cfg: DictConfig, prep) -> dict:
     """One model spec over all folds, checked against the rules of thumb before and after training."""
+    from pipeline.advisor.rules import advise_after, advise_before
+    from pipeline.artifacts import model_folder
+    from pipeline.training.job import train_job
+
     advice = advise_before(cfg)  # warnings (errors with advisor.strict=true)
     log.info(
         "training: model=%s finetune=%s head=%s seed=%s",
@@ -82,5 +86,10 @@ def fit(cfg: DictConfig, prep) -> dict:
     return metrics
 
 
+def run() -> None:
+    """`pipeline-train`: the command line checked before Hydra creates its run folder."""
+    cli(main, "train")
+
+
 if __name__ == "__main__":
-    cli(main, "train")  # the command line checked before Hydra creates its run folder
+    run()

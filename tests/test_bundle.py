@@ -61,7 +61,7 @@ def test_bundle_installs_offline_and_predicts_the_same(make_comp, tmp_path):
     install = [py, "-m", "pip", "install", "-q", "--no-index", "--find-links", dest / "wheels", "pipeline"]
     subprocess.run(install, check=True, env=offline, cwd=tmp_path)
     predicted = tmp_path / "pred.csv"
-    run = [py, "-m", "pipeline.predict", "name=comp", f"paths.output_dir={dest / 'outputs' / 'comp'}"]
+    run = [env_dir / "bin" / "pipeline-predict", "name=comp", f"paths.output_dir={dest / 'outputs' / 'comp'}"]
     run += [f"predict.test_csv={comp.test_csv}", f"predict.output={predicted}", f"predict.image_dir={comp.images}"]
     result = subprocess.run(run, env=offline, cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -16,9 +16,16 @@ from omegaconf import OmegaConf
 
 from pipeline.advisor.diagnosis import diagnose
 from pipeline.artifacts import ModelFolder, read_json, write_json
-from pipeline.choices import BACKBONE_KINDS, TRAINS_BACKBONE, Activation, HeadInit, HeadType, Scheduler
+from pipeline.choices import (
+    BACKBONE_KINDS,
+    TRAINS_BACKBONE,
+    Activation,
+    HeadInit,
+    HeadType,
+    Scheduler,
+    is_pretrained,
+)
 from pipeline.errors import UserError
-from pipeline.models.backbones import is_pretrained
 
 log = logging.getLogger(__name__)
 ADAM_FAMILY = ("Adam", "AdamW", "Adamax", "NAdam", "RAdam")

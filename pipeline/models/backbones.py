@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pipeline.choices import ModelKind, Pooling
+from pipeline.choices import ModelKind, Pooling, is_pretrained
 from pipeline.errors import UserError
 from pipeline.models.weights import load_matching, read_state_dict, resolve_path
 
@@ -97,12 +97,6 @@ def text_backbone(cfg) -> Backbone:
         is_pretrained(ModelKind.TEXT, cfg),
         tokenizer=tokenizer,
     )
-
-
-def is_pretrained(kind: str, cfg) -> bool:
-    """True when a backbone starts from pretrained weights: `weights` set (an image backbone's null means random
-    init; a text backbone without the key, an older config, is pretrained as conf/model/text.yaml says)."""
-    return bool(cfg.get("weights", "pretrained" if kind == ModelKind.TEXT else None))
 
 
 def is_local(name: str) -> bool:
