@@ -1,4 +1,4 @@
-"""The config advisor: the rules of thumb of DEVELOPERS.md checked on a composed `train` config.
+"""The config advisor: the practitioner's rules of thumb (README, "Know-how") checked on a composed `train` config.
 
 One small pure function per rule, each returning a list of `Finding`s (the rule behind it and the fix). Config
 rules run before every training job (`pipeline.train`) or alone (`python -m pipeline.advise`); the history rule
