@@ -15,7 +15,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 from tqdm import tqdm
 
 from pipeline.artifacts import atomic_write
-from pipeline.choices import Finetune, HeadType, ModelKind
+from pipeline.choices import BACKBONE_KINDS, Finetune, HeadType, ModelKind
 from pipeline.data.contract import Competition
 from pipeline.data.image import ImageDataset, build_transform, normalization
 from pipeline.data.tabular import TabularFeatures, split_columns
@@ -251,7 +251,7 @@ def test_dataset(cfg, comp: Competition, backbone: Backbone | None, fitted: dict
     if mcfg.kind == ModelKind.TFIDF:
         texts = comp.test[comp.text_col].fillna("").astype(str)
         return ArrayDataset({"tfidf": fitted["tfidf"].transform(texts).tocsr(), "tab": tab})
-    if backbone is None:
+    if mcfg.kind not in BACKBONE_KINDS:
         return ArrayDataset({"tab": tab})
     if mcfg.finetune == Finetune.FROZEN:
         return ArrayDataset({"emb": emb["test"], "emb_flip": emb.get("test_flip"), "tab": tab})

@@ -1,6 +1,8 @@
 """Predict new rows with a trained member: each fold model, through its own fitted preprocessing, on the rows, then
 averaged over the folds as training averaged its test predictions. Nothing is fitted here."""
 
+import hashlib
+import json
 import logging
 from pathlib import Path
 
@@ -11,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from threadpoolctl import threadpool_limits
 
 from pipeline.artifacts import ModelFolder
-from pipeline.choices import BACKBONE_KINDS, Finetune, TargetTransform
+from pipeline.choices import BACKBONE_KINDS, Finetune, ModelKind, TargetTransform
 from pipeline.data.contract import Competition
 from pipeline.metrics import get_metric
 from pipeline.models.backbones import build_backbone
@@ -56,6 +58,21 @@ def with_local_sources(cfg: DictConfig, out_dir: Path) -> DictConfig:
     return cfg
 
 
+_EMBEDDINGS: dict[str, dict] = {}  # this process's frozen-backbone embeddings of the rows to predict
+
+
+def frozen_test_embeddings(cfg: DictConfig, comp: Competition, state: dict) -> dict:
+    """The test rows' embeddings by the member's frozen backbone, computed once per backbone, input size,
+    normalization, TTA and rows (members that differ only in their heads share them, as in training)."""
+    column = comp.test[comp.text_col if cfg.model.kind == ModelKind.TEXT else comp.image_col]
+    spec = [OmegaConf.to_container(cfg.model.backbone), state.get("norm"), cfg.model.tta, cfg.data.get("max_length")]
+    spec.append(str(comp.image_dir))  # the same file names in another folder are other images
+    digest = hashlib.sha256(json.dumps([spec, column.astype(str).tolist()], default=str).encode()).hexdigest()
+    if digest not in _EMBEDDINGS:
+        _EMBEDDINGS[digest] = test_embeddings(cfg, comp, build_backbone(cfg.model.kind, cfg.model.backbone), state)
+    return _EMBEDDINGS[digest]
+
+
 def predict_member(folder: ModelFolder, info: dict, test: pd.DataFrame, image_dir: str | None = None) -> np.ndarray:
     """(rows, columns) predictions of `test` by the member in `folder`, in the target's units."""
     cfg = with_local_sources(folder.read_config(), folder.path.parent.parent)
@@ -66,10 +83,10 @@ def predict_member(folder: ModelFolder, info: dict, test: pd.DataFrame, image_di
     backbone, emb, preds = None, None, []
     for k in folder.fold_ids():
         state, weights = folder.read_fold_model(k)
-        if has_backbone and (backbone is None or not frozen):  # finetuned folds load their own backbone weights
+        if has_backbone and frozen and emb is None:  # one embedding pass serves every fold, and every member alike
+            emb = frozen_test_embeddings(cfg, comp, state)
+        elif has_backbone and not frozen:  # finetuned folds load their own backbone weights
             backbone = build_backbone(cfg.model.kind, cfg.model.backbone)
-        if frozen and has_backbone and emb is None:  # one embedding pass serves every fold
-            emb = test_embeddings(cfg, comp, backbone, state)
         ds = test_dataset(cfg, comp, backbone, state, emb)
         if weights is None:
             est = state["estimator"]
