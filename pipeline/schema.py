@@ -219,6 +219,7 @@ ENSEMBLE = {
     "ensemble.include": names,
     "ensemble.exclude": names,
     "ensemble.skip_invalid": boolean,
+    "ensemble.search_best_k": integer(lo=1, nullable=True),
     "ensemble.inner_folds": integer(lo=2),
     "ensemble.seed": integer(lo=0),
     "ensemble.n_jobs": integer(lo=-1),

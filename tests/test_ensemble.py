@@ -511,6 +511,23 @@ def test_members_on_different_folds_are_never_mixed(fake: Fake) -> None:
         load(fake)
 
 
+def test_search_best_k_keeps_the_best_trials_of_each_study(fake: Fake) -> None:
+    import optuna
+
+    from pipeline.search import storage_url
+
+    rng = np.random.default_rng(0)
+    study = optuna.create_study(storage=storage_url(fake.out), study_name="head", direction="maximize")
+    for name, value in (("t0", 0.7), ("t1", 0.9), ("t2", 0.8)):
+        good_member(fake, name, rng)
+        study.add_trial(
+            optuna.trial.create_trial(value=value, params={}, distributions={}, user_attrs={"model_id": name})
+        )
+    good_member(fake, "lgbm", rng)  # not a trial: stays
+    assert load(fake, "ensemble.search_best_k=2")[2].names == ["lgbm", "t1", "t2"]
+    assert load(fake)[2].names == ["lgbm", "t0", "t1", "t2"]
+
+
 def test_incomplete_and_excluded_members_are_left_out(fake: Fake) -> None:
     rng = np.random.default_rng(0)
     for name in ("cnn_s0", "cnn_s1", "bert_s0", "running"):

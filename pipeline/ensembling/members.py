@@ -21,6 +21,7 @@ from pipeline.data.folds import HOLDOUT_TRAIN_ONLY
 from pipeline.data.tabular import split_columns
 from pipeline.errors import UserError
 from pipeline.metrics import Metric, get_metric
+from pipeline.search import beyond_best
 
 log = logging.getLogger(__name__)
 PROBA_TOLERANCE = 1e-6  # float32 round-off written to CSV may overshoot [0, 1] by a few ulps
@@ -265,7 +266,10 @@ def _patterns(value: str | ListConfig | None) -> list[str]:
 def _load_valid(ctx: Context, cfg: DictConfig) -> list[tuple]:
     """(folder, metrics.json, OOF, (test ids, test values)) per member that fits; refuse or skip others."""
     loaded, first_test_ids = [], None
-    for folder in discover(ctx.out_dir, _patterns(cfg.include), _patterns(cfg.exclude)):
+    exclude = _patterns(cfg.exclude)
+    if cfg.get("search_best_k"):  # the trials of a search beyond its best k leave the ensemble
+        exclude += beyond_best(ctx.out_dir, int(cfg.search_best_k))
+    for folder in discover(ctx.out_dir, _patterns(cfg.include), exclude):
         try:
             metrics, oof, (test_ids, test) = validate_member(folder, ctx, first_test_ids)
         except InvalidMember as e:
