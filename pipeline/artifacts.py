@@ -99,7 +99,8 @@ class ModelFolder:
 
     def write_fold(self, k: int, res: dict, folds_hash: str) -> None:
         """Fold k's predictions (`val`, `test`) and its history, tagged with the folds they belong to."""
-        meta = {key: res[key] for key in ("history", "epochs", "best_epoch", "seconds")} | {"folds_hash": folds_hash}
+        keys = ("history", "epochs", "best_epoch", "seconds", "test_seconds")
+        meta = {key: res.get(key) for key in keys} | {"folds_hash": folds_hash}
 
         def write(tmp: Path) -> None:
             buf = io.BytesIO()

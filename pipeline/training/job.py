@@ -223,6 +223,7 @@ def write_results(cfg, prep: Prepared, folder: ModelFolder, results: list, secon
         "epochs": [res["epochs"] for _, _, res in results],
         "best_epochs": [res["best_epoch"] for _, _, res in results],
         "seconds": seconds,
+        "test_seconds": sum(res.get("test_seconds") or 0.0 for _, _, res in results),  # predicting the test rows
         "task": comp.task,
         "classes": comp.classes,
         "folds_hash": prep.folds_meta["folds_hash"],

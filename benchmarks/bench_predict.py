@@ -1,0 +1,69 @@
+"""Benchmark: `make predict` on a trained competition's own test file vs the time its training run spent predicting
+those rows (issue target: predict <= 1.2x), side by side in one run.
+
+    .venv/bin/python benchmarks/bench_predict.py --name ames       # after make train / make ensemble for it
+
+The training side is what the run recorded: each member's `test_seconds` in metrics.json (the fold models
+predicting the test rows, summed over folds) plus, when a member of the ensemble reads frozen embeddings, the test
+rows' share of the embedding passes in outputs/<name>/cache/ (computed once, shared by the heads). The predict side
+is the whole command, start-up and reading the fold models included, and also the stage's own time without the
+interpreter's start-up.
+"""
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pipeline.artifacts import model_folder, read_json  # noqa: E402
+from pipeline.ensembling.saved import load_ensemble  # noqa: E402
+
+
+def training_side(out_dir: Path) -> tuple[float, int]:
+    """Seconds the training run spent predicting the test rows for the ensemble's members, and how many."""
+    members = load_ensemble(out_dir)["members"]
+    metrics = [model_folder(out_dir, m).read_metrics() for m in members]
+    if any("test_seconds" not in m for m in metrics):
+        sys.exit("these members were trained before test_seconds was recorded: retrain them (make train)")
+    seconds = sum(m["test_seconds"] for m in metrics)
+    if any(m.get("finetune") == "frozen" for m in metrics):
+        for cache in (out_dir / "cache").glob("emb-*.npz"):
+            with np.load(cache) as z:
+                seconds += float(z["test_seconds"]) if "test_seconds" in z else 0.0
+    return seconds, len(members)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--name", default="ames", help="a competition under outputs/ with a trained ensemble")
+    args = p.parse_args()
+    out_dir = ROOT / "outputs" / args.name
+    train_s, n = training_side(out_dir)
+    info = read_json(out_dir / "competition.json")
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "pipeline.predict", f"name={args.name}", f"predict.output={tmp}/sub.csv"]
+        start = time.time()
+        subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True)
+        whole = time.time() - start
+        start = time.time()
+        subprocess.run([sys.executable, "-m", "pipeline.predict", "--help"], check=True, cwd=ROOT, capture_output=True)
+        startup = time.time() - start
+    rows = info["n_test"]
+    print(f"{args.name}: {n} members of the ensemble, {rows} test rows")
+    print(f"{'side':<46}{'seconds':>9}{'ratio':>8}")
+    print(f"{'training run, predicting the test rows':<46}{train_s:>9.1f}{1.0:>8.2f}")
+    print(f"{'make predict (the whole command)':<46}{whole:>9.1f}{whole / train_s:>8.2f}")
+    own = whole - startup
+    print(f"{'make predict without start-up (--help time)':<46}{own:>9.1f}{own / train_s:>8.2f}")
+    print("target: predict <= 1.2x the training run's time on the test rows")
+
+
+if __name__ == "__main__":
+    main()
