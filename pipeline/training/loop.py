@@ -278,8 +278,8 @@ def _with_integer_codes(x: np.ndarray, cols: list[int]):
 
 def _use_threads(est, threads: int) -> None:
     params = est.get_params()
-    if "n_jobs" in params and params["n_jobs"] is None:
-        est.set_params(n_jobs=threads)  # RandomForest, LightGBM, XGBoost, ...
+    if "n_jobs" in params and params["n_jobs"] is None and type(est).__name__ != "LogisticRegression":
+        est.set_params(n_jobs=threads)  # RandomForest, LightGBM, XGBoost, ... (LogisticRegression ignores it)
     elif _library(est) == "catboost" and params.get("thread_count") is None:
         est.set_params(thread_count=threads)  # CatBoost lists only the parameters it was given
 
