@@ -58,6 +58,7 @@ def _results(out: Path) -> dict[str, bytes]:
     for p in sorted(out.glob("models/*/metrics.json")):
         metrics = json.loads(p.read_text())
         metrics.pop("seconds", None)
+        metrics.pop("test_seconds", None)  # wall-clock too
         found[str(p.relative_to(out))] = json.dumps(metrics, sort_keys=True).encode()
     found.pop("zoo.json", None)
     return found
