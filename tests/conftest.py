@@ -132,7 +132,9 @@ def tiny_bert(tmp_path_factory) -> Path:
 
 # config groups (`model=...`, `ensemble/classifier=...`): a choice picks a file; any other override sets a key
 GROUPS = frozenset(p.parent.relative_to(CONF_DIR).as_posix() for p in CONF_DIR.glob("*/**/*.yaml"))
-DEFAULT_CHOICES = {"train": {"data": "csv", "model": "image"}, "ensemble": {"data": "csv"}}
+DEFAULT_CHOICES = {"train": {"data": "csv", "model": "image"}} | dict.fromkeys(
+    ("ensemble", "predict", "bundle"), {"data": "csv"}
+)
 
 
 @functools.cache

@@ -10,19 +10,13 @@ import pandas as pd
 import pytest
 import timm
 import torch
-from conftest import CONF_DIR, comp_cfg
-from hydra import compose, initialize_config_dir
+from conftest import build_cfg, comp_cfg
 
 from pipeline import bundle, ensemble
 from pipeline.prepare import prepare
 from pipeline.training.job import train_job
 
 FAST = ["trainer.max_epochs=2", "trainer.progress_bar=false", "trainer.batch_size=16", "cv.n_folds=2"]
-
-
-def compose_stage(name: str, overrides: list[str]):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(name, overrides=overrides)
 
 
 @pytest.mark.slow
@@ -38,8 +32,8 @@ def test_bundle_installs_offline_and_predicts_the_same(make_comp, tmp_path):
         cfg = comp_cfg(comp, *FAST, *model, out_dir=out)
         train_job(cfg, prepare(cfg))
     data = ["data=csv", f"data.train_csv={comp.train_csv}", "data.target=y", f"paths.output_dir={out}", "name=comp"]
-    ensemble.main(compose_stage("ensemble", [*data, "ensemble.method=mean"]))
-    bundle.main(compose_stage("bundle", data))
+    ensemble.main(build_cfg(*data, "ensemble.method=mean", entry="ensemble"))
+    bundle.main(build_cfg(*data, entry="bundle"))
     dest = out / "bundle"
     assert (dest / "README.md").is_file() and len(list((dest / "wheels").glob("pipeline-*.whl"))) == 1
     weights.unlink()  # the bundle's copy must be the one loaded

@@ -8,8 +8,7 @@ import pandas as pd
 import pytest
 import timm
 import torch
-from conftest import CONF_DIR, comp_cfg
-from hydra import compose, initialize_config_dir
+from conftest import build_cfg, comp_cfg
 from skops import io as skops_io
 
 from pipeline import ensemble, predict
@@ -86,11 +85,6 @@ def test_fold_model_from_other_versions_is_refused(make_comp, tmp_path):
         predict_member(folder, info, comp.test)
 
 
-def compose_stage(name: str, overrides: list[str]):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(name, overrides=overrides)
-
-
 @pytest.mark.parametrize("method", [pytest.param("stacking", marks=pytest.mark.slow), "weighted", "auto"])
 def test_predict_a_shuffled_half_equals_the_ensembles_submission(make_comp, tmp_path, capsys, method):
     """train -> ensemble -> predict on a shuffled half of the test rows: the same rows as submission.csv."""
@@ -101,13 +95,13 @@ def test_predict_a_shuffled_half_equals_the_ensembles_submission(make_comp, tmp_
     for model in ("tabular_lgbm", "tabular", "tabular_hgb"):
         cfg = comp_cfg(comp, *FAST, f"model={model}", out_dir=out)
         train_job(cfg, prepare(cfg))
-    ensemble.main(compose_stage("ensemble", [*data, f"ensemble.method={method}", "data.metric=logloss"]))
+    ensemble.main(build_cfg(*data, f"ensemble.method={method}", "data.metric=logloss", entry="ensemble"))
     expected = pd.read_csv(out / "submission.csv").set_index("id")
     half = comp.test.sample(frac=0.5, random_state=3)
     half.to_csv(tmp_path / "half.csv", index=False)
     target = tmp_path / "pred.csv"
     predict.main(
-        compose_stage("predict", [*data, f"predict.test_csv={tmp_path / 'half.csv'}", f"predict.output={target}"])
+        build_cfg(*data, f"predict.test_csv={tmp_path / 'half.csv'}", f"predict.output={target}", entry="predict")
     )
     got = pd.read_csv(target)
     assert list(got["id"]) == list(half["id"]) and list(got.columns) == ["id", "y"]  # P(yes), as the sample asks
