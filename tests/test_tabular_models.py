@@ -12,9 +12,9 @@ from conftest import build_cfg
 from pipeline.data.tabular import TabularFeatures, skewed_positive, split_columns
 from pipeline.errors import UserError
 from pipeline.prepare import prepare
+from pipeline.training.estimators import _fit, sklearn_estimator
 from pipeline.training.inputs import ArrayDataset, fold_datasets
 from pipeline.training.job import fold_rows, model_id, resolved, spec, train_job
-from pipeline.training.loop import _fit, sklearn_estimator
 
 FAST = ["trainer.progress_bar=false", "cv.n_folds=3"]
 CAP, PATIENCE = 300, 10  # rounds: small, so that every fit takes well under a second

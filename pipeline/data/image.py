@@ -6,7 +6,6 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
-from torchvision.transforms import v2
 
 
 def load_image(path: Path) -> Image.Image:
@@ -14,8 +13,10 @@ def load_image(path: Path) -> Image.Image:
         return im.convert("RGB")  # grayscale -> 3 channels: pretrained backbones expect RGB
 
 
-def build_transform(size: int, mean, std, augment=None) -> v2.Compose:
+def build_transform(size: int, mean, std, augment=None):
     """Resize (or random-resized-crop / flip when augmenting), to tensor in [0, 1], then normalize."""
+    from torchvision.transforms import v2  # 1.5 s to import: only members that read images wait for it
+
     steps = []
     if augment and augment.random_resized_crop:
         steps.append(v2.RandomResizedCrop(size, scale=tuple(augment.crop_scale), antialias=True))

@@ -19,20 +19,16 @@ from omegaconf import OmegaConf, open_dict
 
 from pipeline.artifacts import ModelFolder, model_folder
 from pipeline.choices import BACKBONE_KINDS, Encoding, Finetune, HeadType, Scaling, TargetTransform, Task
-from pipeline.errors import UserError
 from pipeline.models.backbones import build_backbone
 from pipeline.prepare import Prepared
+from pipeline.training.estimators import estimator_spec, estimator_target
 from pipeline.training.inputs import fold_datasets
-from pipeline.training.loop import estimator_spec, estimator_target, train_fold
+from pipeline.training.loop import train_fold
+from pipeline.training.targets import target_transform, to_target
 
 log = logging.getLogger(__name__)
 # do not change results (devices: each takes batch_size / devices rows, the global batch stays)
 COSMETIC = ("progress_bar", "num_workers", "accelerator", "predict_batch_size", "devices", "strategy")
-# model.target_transform: (forward, inverse). Models train on forward(y); their predictions go through inverse
-# before they are scored or written, so oof.csv and test.csv stay in the target's units.
-TARGET_TRANSFORMS = {TargetTransform.NONE: (lambda y: y, lambda p: p), TargetTransform.LOG1P: (np.log1p, np.expm1)}
-
-
 # Feature preprocessing that a model preset may choose for itself (`model.<key>`; null: the data's), since a preset
 # cannot set keys of the data group: CatBoost wants native categoricals, the MLP clipped z-scores. With the
 # data's defaults (the values below), as data configs without the key have them.
@@ -63,21 +59,6 @@ def resolved(cfg):
     with open_dict(cfg.data):  # a data config may predate the key
         cfg.data.update(changed)
     return cfg
-
-
-def target_transform(cfg, comp) -> tuple:
-    """(forward, inverse) of `model.target_transform`, checked against the task and the target's range."""
-    name = cfg.model.get("target_transform", TargetTransform.NONE)
-    if name not in TARGET_TRANSFORMS:
-        raise UserError(f"unknown model.target_transform '{name}': choose one of {', '.join(TARGET_TRANSFORMS)}")
-    if name != TargetTransform.NONE and comp.task != Task.REGRESSION:
-        raise UserError(f"model.target_transform={name} is for regression targets, not a {comp.task} task: use none")
-    if name == TargetTransform.LOG1P and comp.y.min() < 0:
-        raise UserError(
-            f"model.target_transform=log1p needs a target >= 0, but '{comp.target}' goes down to {comp.y.min():g}: "
-            "use none"
-        )
-    return TARGET_TRANSFORMS[name]
 
 
 def _model_spec(cfg) -> dict:
@@ -184,12 +165,6 @@ def run_folds(cfg, prep: Prepared, folder: ModelFolder) -> list[tuple[int, dict,
             )
         out.append((k, rows, res))
     return out
-
-
-def to_target(pred: np.ndarray, y_range: tuple | None, inverse) -> np.ndarray:
-    """Regression predictions clipped to the fold's training targets (no head extrapolates past what it saw),
-    then back in the target's units; classification probabilities as they are."""
-    return pred if y_range is None else inverse(np.clip(pred, *y_range))
 
 
 def prediction_frame(comp, ids, pred: np.ndarray) -> pd.DataFrame:

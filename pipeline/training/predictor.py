@@ -17,9 +17,9 @@ from pipeline.choices import BACKBONE_KINDS, Finetune, ModelKind, TargetTransfor
 from pipeline.data.contract import Competition
 from pipeline.metrics import get_metric
 from pipeline.models.backbones import build_backbone
+from pipeline.training.estimators import predict_sklearn, sklearn_inputs
 from pipeline.training.inputs import test_dataset, test_embeddings
-from pipeline.training.job import TARGET_TRANSFORMS, to_target
-from pipeline.training.loop import build_net, predict_net, predict_sklearn, sklearn_inputs
+from pipeline.training.targets import TARGET_TRANSFORMS, to_target
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,8 @@ def predict_member(folder: ModelFolder, info: dict, test: pd.DataFrame, image_di
             with threadpool_limits(limits=torch.get_num_threads()):
                 pred = predict_sklearn(est, comp, sklearn_inputs(est, ds, state["categorical"]))
         else:
+            from pipeline.training.loop import build_net, predict_net  # Lightning loads for torch members only
+
             net = build_net(cfg, comp, backbone, state["in_dim"])
             net.load_state_dict(weights)
             net.y_mean, net.y_std = state["y_scale"]
