@@ -143,6 +143,42 @@ def test_budget_left_buys_seeds_of_the_best_seeded_families(make_comp, tmp_path,
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
         members = train_zoo(cfg, prepare(cfg), overrides, fit)
-    extra = [m for m in members if m.tier == 3]
-    assert sorted(" ".join(m.overrides) for m in extra) == ["model=tabular seed=3", "model=tabular_lgbm seed=3"]
-    assert all(m.status == "trained" for m in extra)
+    extra = {" ".join(m.overrides): m for m in members if m.tier == 3}
+    stopped = json.loads((out / "zoo.json").read_text()).get("seeds_stopped", {})
+    for family in ("model=tabular", "model=tabular_lgbm"):  # the two seeded families: a 4th seed, or a reason
+        assert (f"{family} seed=3" in extra) != (family in stopped)
+    assert all(m.status == "trained" for m in extra.values())
+
+
+def fake_fit(noise: dict[str, float]):
+    """Instead of training: out-of-fold probabilities for the true labels, blurred by `noise[model]` logits of
+    the seed's own noise (0: every seed the same). What is tested is which seeds the zoo asks for."""
+
+    def fit_(mcfg, prep):
+        c, name = prep.comp, mcfg.model.head.type  # sklearn (LightGBM) or mlp
+        rng = np.random.default_rng(int(mcfg.seed) if noise[name] else 0)
+        logit = 2.0 * (c.y - 0.5) + noise[name] * rng.normal(size=len(c.y)) + rng.normal(size=len(c.y))
+        p = 1 / (1 + np.exp(-logit))
+        model_id = f"{name}-s{mcfg.seed}"
+        folder = prep.out_dir / "models" / model_id
+        folder.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame({c.id_col: c.train[c.id_col], "no": 1 - p, "yes": p}).to_csv(folder / "oof.csv", index=False)
+        return {"model_id": model_id, "cv_score": float(c.metric(c.y, np.c_[1 - p, p]))}
+
+    return fit_
+
+
+def test_extra_seeds_stop_once_they_add_nothing(make_comp, tmp_path, monkeypatch):
+    """fill buys more seeds of a family only while its last seed improved the family's average by more than one
+    standard error over the folds: copies of one model get none, independent noisy seeds get them."""
+    monkeypatch.setattr("pipeline.training.zoo.MAX_SEED", 4)
+    comp = make_comp(n_train=600, n_test=12)
+    out = tmp_path / "stop"
+    overrides = [o for o in overrides_for(comp, out, "zoo.skip=[catboost,xgb,native]") if "text_col" not in o]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+        members = train_zoo(cfg, prepare(cfg), overrides, fake_fit({"sklearn": 3.0, "mlp": 0.0}))
+    extra = sorted(" ".join(m.overrides) for m in members if m.tier == 3)
+    assert extra == ["model=tabular_lgbm seed=3", "model=tabular_lgbm seed=4"]
+    stopped = json.loads((out / "zoo.json").read_text())["seeds_stopped"]
+    assert list(stopped) == ["model=tabular"] and stopped["model=tabular"]["gain"] == 0

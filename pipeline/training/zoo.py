@@ -8,12 +8,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import hydra
+import numpy as np
 import pandas as pd
 import torch
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from pipeline.artifacts import model_folders, write_json
+from pipeline.artifacts import model_folder, model_folders, write_json
 from pipeline.choices import TargetTransform, Task, ZooTransform
 from pipeline.data.contract import load_competition
 from pipeline.data.tabular import skewed_positive
@@ -126,7 +127,7 @@ class Zoo:
         m.seconds = round(time.time() - t, 1)
         return self.save(m)
 
-    def save(self, m: Member) -> Member:
+    def save(self, m: Member | None = None) -> Member | None:
         members = [x.as_dict() for x in self.members]
         doc = self.doc | {"seconds": round(self.elapsed, 1), "members": members}
         write_json(doc, self.prep.out_dir / "zoo.json")
@@ -169,9 +170,31 @@ def _family(m: Member) -> tuple[str, ...]:
     return tuple(o for o in m.overrides if not o.startswith("seed="))
 
 
+def family_gain(zoo: Zoo, seeds: list[Member]) -> tuple[float, float]:
+    """What the last of a family's seeds added: the per-fold score of the average of all their out-of-fold
+    predictions minus that of the average without the last one (positive: better), as a mean over the folds and
+    its standard error (paired by fold, as the ensemble compares a combination with the best member)."""
+    comp, folds = zoo.prep.comp, zoo.prep.folds
+    ids = comp.train[comp.id_col].astype(str).to_numpy()
+    preds = []
+    for m in seeds:
+        oof = pd.read_csv(model_folder(zoo.prep.out_dir, m.model_id).oof, dtype={comp.id_col: str})
+        values = oof.set_index(comp.id_col).loc[ids].to_numpy()
+        preds.append(values[:, 0] if values.shape[1] == 1 else values)  # one column: a regression's values
+    sign = 1 if comp.metric.greater_is_better else -1
+    d = []
+    for k in np.unique(folds[folds >= 0]):
+        rows = folds == k
+        all_, prev = np.mean(preds, axis=0)[rows], np.mean(preds[:-1], axis=0)[rows]
+        d.append(sign * (comp.metric(comp.y[rows], all_) - comp.metric(comp.y[rows], prev)))
+    return float(np.mean(d)), float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else np.inf
+
+
 def fill(zoo: Zoo, families: int = 2) -> None:
     """The budget left after the plan buys more seeds of the best families (the same overrides but the seed) that
-    already vary by seed (two or more seeds trained), best CV first, each at its measured cost, while it fits."""
+    already vary by seed (two or more seeds trained), best CV first, each at its measured cost, while it fits.
+    A family gets no more seeds once its last seed's gain to the family's average is within the noise (not above
+    one standard error over the folds): more of the same would spend the budget for nothing."""
     trained = [m for m in zoo.members if m.status == "trained" and m.cv_score is not None]
     sign = 1 if zoo.prep.comp.metric.greater_is_better else -1
     best: dict[tuple, Member] = {}
@@ -180,8 +203,16 @@ def fill(zoo: Zoo, families: int = 2) -> None:
     seeded = [f for f in best if sum(_family(m) == f for m in trained) >= 2][:families]
     used = {(_family(m), o) for m in zoo.members for o in m.overrides if o.startswith("seed=")}
     for seed in range(MAX_SEED + 1):
-        for f in seeded:
+        for f in list(seeded):
             if (f, f"seed={seed}") in used:
+                continue
+            seeds = [m for m in zoo.members if _family(m) == f and m.status == "trained" and m.model_id]
+            gain, se = family_gain(zoo, seeds)
+            if gain <= se:
+                log.info("zoo: no more seeds of %s: the last one added %.5g +- %.5g per fold", " ".join(f), gain, se)
+                zoo.doc.setdefault("seeds_stopped", {})[" ".join(f)] = {"gain": gain, "se": se, "seeds": len(seeds)}
+                seeded.remove(f)
+                zoo.save()
                 continue
             why = best[f].why.split(" (seed")[0]
             m = Member([*f, f"seed={seed}"], f"{why} (seed {seed}: budget left)", best[f].seconds or 0, 3)
