@@ -8,7 +8,9 @@ LogisticRegression's C is picked by 5-fold CV on train only. Test scores use dat
 demo's metric. The zoo columns come from outputs/<demo>/leaderboard.csv (the chosen ensemble; the best member by
 CV, as the ensemble stage reports it) and outputs/<demo>/zoo.json (`seconds`); "n/a" where absent. AutoGluon gets
 the zoo's wall seconds as its time limit when zoo.json exists, else --time-limit. The table is printed and merged
-into outputs/anchors.csv (rows of the demos run replace their old rows).
+into outputs/anchors.csv (rows of the demos run replace their old rows). `zoo_gain` is the zoo's submission's test
+score minus the anchor's (positive: the zoo is better) and `zoo_gain_se` its standard error over 300 paired
+bootstrap resamples of the test rows: a gain within about two of them is a tie on this test set.
 
     .venv/bin/python benchmarks/bench_anchors.py [--demos mnist rotten] [--skip-autogluon] [--time-limit 900]
 """
@@ -130,6 +132,38 @@ def zoo_scores(demo: str, metric) -> dict:
     return row
 
 
+def submission_pred(demo: str, classes: np.ndarray, task: str, positive=None) -> np.ndarray | None:
+    """The zoo's submission.csv as the metric reads it: values, one probability column per sorted class, or
+    one-hot labels (a label submission); a binary submission's single column is P(data.positive_class), by default
+    the second class's probability. Rows in test_labels.csv's order."""
+    path = ROOT / "outputs" / demo / "submission.csv"
+    if not path.is_file():
+        return None
+    ids = pd.read_csv(ROOT / "data" / demo / "test_labels.csv").iloc[:, 0]
+    sub = pd.read_csv(path).set_index(ids.name).loc[ids]
+    if task == "regression":
+        return sub.iloc[:, 0].to_numpy(float)
+    if sub.shape[1] > 1:
+        return sub[[str(c) for c in classes]].to_numpy(float)
+    values = sub.iloc[:, 0]
+    if task == "binary" and not values.isin(classes).all():
+        p = values.to_numpy(float)
+        return np.c_[1 - p, p] if positive is None or positive == classes[1] else np.c_[p, 1 - p]
+    return np.eye(len(classes))[np.searchsorted(classes, values)]
+
+
+def paired_bootstrap(metric, y: np.ndarray, a: np.ndarray, b: np.ndarray, n: int = 300) -> tuple[float, float]:
+    """How much better `a` scores than `b` on the test rows (positive: better), and the standard error of that
+    difference over bootstrap resamples of the rows, both scored on the same resample (paired)."""
+    sign = 1 if metric.greater_is_better else -1
+    rng = np.random.default_rng(0)
+    diffs = []
+    for _ in range(n):
+        i = rng.integers(0, len(y), len(y))
+        diffs.append(sign * (metric(y[i], a[i]) - metric(y[i], b[i])))
+    return sign * (metric(y, a) - metric(y, b)), float(np.std(diffs))
+
+
 def run_demo(demo: str, args) -> dict:
     """Builds the demo if missing, runs its anchor, scores it on the held-out test labels."""
     cfg = OmegaConf.load(ROOT / f"conf/data/{demo}.yaml")
@@ -158,8 +192,13 @@ def run_demo(demo: str, args) -> dict:
     pred = fit()
     seconds = time.perf_counter() - start
     # classes as the pipeline encodes them: sorted labels -> 0..K-1, probability columns in that order
-    y = labels.to_numpy(float) if task == "regression" else np.searchsorted(np.sort(train[cfg.target].unique()), labels)
-    return row | {"anchor_test": metric(y, pred), "anchor_seconds": round(seconds, 1)} | zoo
+    classes = np.sort(train[cfg.target].unique())
+    y = labels.to_numpy(float) if task == "regression" else np.searchsorted(classes, labels)
+    row |= {"anchor_test": metric(y, pred), "anchor_seconds": round(seconds, 1)} | zoo
+    ours = submission_pred(demo, classes, task, cfg.get("positive_class"))
+    if ours is not None:  # the zoo's submission against the anchor, paired on the same test rows
+        row["zoo_gain"], row["zoo_gain_se"] = paired_bootstrap(metric, y, ours, pred)
+    return row
 
 
 def main() -> None:
