@@ -43,16 +43,26 @@ def submission(pred, ids, info: dict, sample_path: str | None, out_dir: Path):
     return fill_sample(sample, pred, ids, ctx, Path(sample_path))
 
 
-@hydra.main(config_path="conf", config_name="predict", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    # the stage's code (torch, the members' libraries) loads only when work starts: `--help` answers at once
+def predict_rows(out_dir: Path, info: dict, saved: dict, test, image_dir: str | None = None, progress: bool = True):
+    """The chosen ensemble's predictions of the `test` rows: every member's fold models, then the ensemble."""
     import numpy as np
     from tqdm import tqdm
 
-    from pipeline.artifacts import model_folder, read_json, write_csv
-    from pipeline.data.contract import read_csv
-    from pipeline.ensembling.saved import apply_ensemble, load_ensemble
+    from pipeline.artifacts import model_folder
+    from pipeline.ensembling.saved import apply_ensemble
     from pipeline.training.predictor import predict_member
+
+    members = tqdm(saved["members"], desc="members", unit="member", disable=not progress)
+    P = np.stack([predict_member(model_folder(out_dir, m), info, test, image_dir) for m in members])
+    return apply_ensemble(saved, P.astype(np.float32).reshape(len(P), len(test), -1), test)
+
+
+@hydra.main(config_path="conf", config_name="predict", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    # the stage's code (torch, the members' libraries) loads only when work starts: `--help` answers at once
+    from pipeline.artifacts import read_json, write_csv
+    from pipeline.data.contract import read_csv
+    from pipeline.ensembling.saved import load_ensemble
 
     with user_errors():
         out_dir, p = Path(cfg.paths.output_dir), cfg.predict
@@ -67,9 +77,7 @@ def main(cfg: DictConfig) -> None:
             raise UserError(
                 f"{test_csv} lacks column {missing[0]!r}, which the members read: give the test file's columns"
             )
-        members = tqdm(saved["members"], desc="members", unit="member")
-        P = np.stack([predict_member(model_folder(out_dir, m), info, test, p.image_dir) for m in members])
-        pred = apply_ensemble(saved, P.astype(np.float32).reshape(len(P), len(test), -1), test)
+        pred = predict_rows(out_dir, info, saved, test, p.image_dir)
         sub = submission(
             pred, test[info["id_col"]].to_numpy(), info, p.sample_submission or info["sample_submission"], out_dir
         )
