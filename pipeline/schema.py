@@ -360,9 +360,19 @@ def _unknown_key(config_name: str, overrides: list[str], bad: str, key: str) -> 
     """One line for an override of a key the config does not have, with the closest key that exists."""
     rest = [o for o in overrides if o != bad]
     try:
-        keys = _flat_keys(_compose(config_name, rest))
+        cfg = _compose(config_name, rest)
     except Exception:  # noqa: BLE001  (another bad override: suggest from the plain config)
-        keys = _flat_keys(_compose(config_name, []))
+        cfg = _compose(config_name, [])
+    if key.startswith("model.") and OmegaConf.select(cfg, "model.kind") == "auto":
+        presets = [p.stem for p in sorted((CONF_DIR / "model").glob("*.yaml")) if p.stem != "auto"]
+        having = [p for p in presets if key in _flat_keys(_compose(config_name, [*rest, f"model={p}"]))]
+        if having:
+            return UserError(
+                f"`{bad}`: the default model=auto picks a preset per competition and has no `{key}`: pick a "
+                f"preset first, e.g. `model={having[0]} {bad}` (presets with it: {', '.join(having[:4])}"
+                f"{', ...' if len(having) > 4 else ''})"
+            )
+    keys = _flat_keys(cfg)
     close = _close(key, [k for k in keys if k.count(".") == key.count(".")]) or _close(key, keys)
     hint = f"did you mean `{close}`?" if close else "no such key (list them with --cfg job)"
     return UserError(f"unknown config key `{key}` in `{bad}`: {hint} (+{key}=... adds a new key on purpose)")

@@ -66,6 +66,11 @@ TRAIN_LINES = [
     case("typo in a group", r"unknown config key `modle`.*did you mean `model`\?", "modle=image"),
     case("typo in a nested key", r"did you mean `model.head.type`\?", "model.head.typ=mlp"),
     case("typo in an optimizer key", r"did you mean `optimizer.lr`\?", "optimizer.lrr=0.1"),
+    case(
+        "a preset's key under model=auto",
+        r"model=auto .*has no `model.finetune`: pick a preset first, e.g. `model=image model.finetune=frozen`",
+        "model.finetune=frozen",
+    ),
     case("unknown model preset", r"model=foo: no such option in group 'model'; choose one of auto, image", "model=foo"),
     case("misspelled model preset", r"did you mean `model=image`\?", "model=imag"),
     case("misspelled optimizer", r"did you mean `optimizer=adam`\?", "optimizer=adm"),
