@@ -112,7 +112,7 @@ The notebook's own torch and torchvision are used (the wheel needs torch {torch}
 def main(cfg: DictConfig) -> None:
     # the stage's code loads only when work starts: `--help` answers at once
     from pipeline.artifacts import MODELS, model_folder, read_json, write_json
-    from pipeline.ensembling.saved import ENSEMBLE_FILE, load_ensemble
+    from pipeline.ensembling.saved import ENSEMBLE_FILE, load_ensemble, needed_members
 
     with user_errors():
         out_dir, dest = Path(cfg.paths.output_dir), Path(cfg.bundle.dir)
@@ -122,7 +122,8 @@ def main(cfg: DictConfig) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         comp = tmp / "outputs" / cfg.name
         weights: dict[str, str] = {}
-        for name in saved["members"]:
+        members = needed_members(saved)  # a weighted ensemble's zero-weight members stay home
+        for name in members:
             folder = model_folder(out_dir, name)
             if not folder.fold_ids():
                 raise UserError(f"{folder.path} has no saved fold models (trained by an older version): retrain it")
@@ -142,7 +143,7 @@ def main(cfg: DictConfig) -> None:
         (tmp / "README.md").write_text(
             README.format(
                 name=cfg.name,
-                members=len(saved["members"]),
+                members=len(members),
                 chosen=saved["name"],
                 image_dir=image_dir,
                 torch=metadata.version("torch"),
@@ -151,7 +152,7 @@ def main(cfg: DictConfig) -> None:
         shutil.rmtree(dest, ignore_errors=True)
         tmp.rename(dest)
         size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file()) / 1e6
-        print(f"bundle ({len(saved['members'])} members, {len(weights)} weights, {size:.0f} MB): {dest}")
+        print(f"bundle ({len(members)} members, {len(weights)} weights, {size:.0f} MB): {dest}")
 
 
 def run() -> None:

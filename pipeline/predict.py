@@ -49,12 +49,14 @@ def predict_rows(out_dir: Path, info: dict, saved: dict, test, image_dir: str | 
     from tqdm import tqdm
 
     from pipeline.artifacts import model_folder
-    from pipeline.ensembling.saved import apply_ensemble
+    from pipeline.ensembling.saved import apply_ensemble, needed_members
     from pipeline.training.predictor import predict_member
 
-    members = tqdm(saved["members"], desc="members", unit="member", disable=not progress)
-    P = np.stack([predict_member(model_folder(out_dir, m), info, test, image_dir) for m in members])
-    return apply_ensemble(saved, P.astype(np.float32).reshape(len(P), len(test), -1), test)
+    members = tqdm(needed_members(saved), desc="members", unit="member", disable=not progress)
+    preds = {m: predict_member(model_folder(out_dir, m), info, test, image_dir).reshape(len(test), -1) for m in members}
+    shape = next(iter(preds.values())).shape
+    P = np.stack([preds.get(m, np.zeros(shape)) for m in saved["members"]])  # the others have no say: zeros
+    return apply_ensemble(saved, P.astype(np.float32), test)
 
 
 @hydra.main(config_path="conf", config_name="predict", version_base="1.3")

@@ -2,6 +2,7 @@
 and rows in another order and subset get the same numbers."""
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -13,6 +14,7 @@ from skops import io as skops_io
 
 from pipeline import ensemble, predict
 from pipeline.artifacts import ModelFolder, load_safe
+from pipeline.ensembling.saved import load_ensemble, needed_members
 from pipeline.errors import UserError
 from pipeline.prepare import prepare
 from pipeline.training.job import train_job
@@ -106,6 +108,25 @@ def test_predict_a_shuffled_half_equals_the_ensembles_submission(make_comp, tmp_
     got = pd.read_csv(target)
     assert list(got["id"]) == list(half["id"]) and list(got.columns) == ["id", "y"]  # P(yes), as the sample asks
     pd.testing.assert_frame_equal(got.set_index("id"), expected.loc[half["id"]], atol=1e-6)
+
+
+def test_members_without_weight_are_not_read(make_comp, tmp_path):
+    """A weighted ensemble's zero-weight members are neither predicted nor needed on disk (nor bundled)."""
+    comp = make_comp(n_train=60, n_test=20)
+    out = tmp_path / "out"
+    data = [f"data.train_csv={comp.train_csv}", "data.target=y", f"paths.output_dir={out}", "data=csv"]
+    for model in ("tabular_lgbm", "tabular_hgb"):
+        cfg = comp_cfg(comp, *FAST, f"model={model}", out_dir=out)
+        train_job(cfg, prepare(cfg))
+    ensemble.main(build_cfg(*data, "ensemble.method=weighted", entry="ensemble"))
+    saved = load_ensemble(out)
+    saved["method"].weights_ = np.array([1.0, 0.0])  # the first member only
+    assert needed_members(saved) == saved["members"][:1]
+    shutil.rmtree(out / "models" / saved["members"][1])
+    info = json.loads((out / "competition.json").read_text())
+    got = predict.predict_rows(out, info, saved, comp.test, progress=False)
+    first = predict_member(ModelFolder(out / "models" / saved["members"][0]), info, comp.test)
+    np.testing.assert_allclose(got, first, atol=1e-6)
 
 
 def test_hub_weights_offline_name_the_local_file_fix(monkeypatch):

@@ -60,6 +60,10 @@ class Method(ABC):
         """What the fitted method learned, for weights.json: equal weights unless overridden."""
         return {"weights": dict.fromkeys(names, 1 / len(names))}
 
+    def reads(self, n: int) -> np.ndarray:
+        """Which of the `n` members' predictions `predict` depends on (all, unless a member has no say in it)."""
+        return np.ones(n, bool)
+
 
 class Mean(Method):
     """Average of probabilities / predictions: the robust default when members are comparably good."""

@@ -34,8 +34,18 @@ def load_ensemble(out_dir: Path) -> dict:
     return load_safe(path)
 
 
+def needed_members(saved: dict) -> list[str]:
+    """The members whose predictions the chosen ensemble depends on: predict computes and a bundle ships only
+    these (a weighted ensemble's zero-weight members are left out)."""
+    method = saved["method"]
+    if method is None:
+        return list(saved["members"])
+    return [m for m, used in zip(saved["members"], method.reads(len(saved["members"])), strict=True) if used]
+
+
 def apply_ensemble(saved: dict, P: np.ndarray, test: pd.DataFrame) -> np.ndarray:
-    """(rows, columns) predictions from the members' (members, rows, columns) predictions of `test`."""
+    """(rows, columns) predictions from the members' (members, rows, columns) predictions of `test` (a member
+    outside `needed_members` may hold anything: zeros)."""
     method = saved["method"]
     if method is None:
         return P[0]

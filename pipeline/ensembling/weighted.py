@@ -196,6 +196,9 @@ class Weighted(Method):
     def predict(self, P: np.ndarray, X: pd.DataFrame | None = None) -> np.ndarray:
         return np.tensordot(self.weights_.astype(np.float32), P, axes=1)
 
+    def reads(self, n: int) -> np.ndarray:
+        return self.weights_ > 0  # a zero-weight member's predictions add exact zeros
+
     def describe(self, names: list[str]) -> dict:
         return {
             "optimizer": self.optimizer,
