@@ -32,17 +32,18 @@ def build_vectorizer(
     )
 
 
-def tfidf_features(
-    vectorizer: FeatureUnion, texts: pd.Series, train_rows: np.ndarray, test_texts: pd.Series
-) -> tuple[sparse.csr_matrix, sparse.csr_matrix]:
-    """Sparse TF-IDF of every row of `texts` and of `test_texts`; vocabulary and IDF come from `train_rows` only."""
-    texts, test_texts = texts.fillna("").astype(str), test_texts.fillna("").astype(str)
+def tfidf_features(vectorizer: FeatureUnion, texts: pd.Series, train_rows: np.ndarray | None = None):
+    """Sparse TF-IDF of every row of `texts`. With `train_rows`, the vectorizer is first fitted on those rows only
+    (vocabulary and IDF); without, it is already fitted (a fold's, on the test rows)."""
+    texts = texts.fillna("").astype(str)
+    if train_rows is None:
+        return vectorizer.transform(texts).tocsr()
     rest = np.setdiff1d(np.arange(len(texts)), train_rows)
     # fit_transform, then the other rows only (transforming the training rows a second time: ~1.6x the time)
     stacked = sparse.vstack([vectorizer.fit_transform(texts.iloc[train_rows]), vectorizer.transform(texts.iloc[rest])])
     compact(vectorizer)
     order = np.argsort(np.concatenate([train_rows, rest]))
-    return stacked.tocsr()[order], vectorizer.transform(test_texts).tocsr()
+    return stacked.tocsr()[order]
 
 
 def compact(vectorizer: FeatureUnion) -> FeatureUnion:

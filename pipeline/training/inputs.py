@@ -54,9 +54,10 @@ def array_loader(arrays: dict, batch_size: int, shuffle: bool) -> DataLoader:
 
 
 def fit_tabular(comp: Competition, data_cfg, train_rows: np.ndarray):
-    """Tabular features for (fold train, fold val, test), every statistic fitted on the fold's train rows."""
+    """Tabular features for (fold train, fold val, test), every statistic fitted on the fold's train rows, and the
+    seconds the test rows took."""
     if not comp.feature_cols:
-        return None, None, None, 0
+        return None, None, None, 0, 0.0
     numeric, categorical = split_columns(comp.train, comp.feature_cols, data_cfg.get("feature_cols") is not None)
     tab = TabularFeatures(
         numeric,
@@ -66,7 +67,9 @@ def fit_tabular(comp: Competition, data_cfg, train_rows: np.ndarray):
         data_cfg.get("numeric_scaling", "standard"),
     )
     tab.fit(comp.train.iloc[train_rows])
-    return tab, tab.transform(comp.train), tab.transform(comp.test), len(tab.names)
+    tick = time.time()
+    test = tab.transform(comp.test)
+    return tab, tab.transform(comp.train), test, len(tab.names), time.time() - tick
 
 
 def image_paths(comp: Competition, df) -> list[Path]:
@@ -188,11 +191,13 @@ def fold_datasets(
 
     `rows` holds the fold's "train" and "val" row indices; nothing fitted here sees the val or test rows. What
     was fitted (tabular transformer, TF-IDF, image statistics) lands in `datasets["fitted"]`: `test_dataset`
-    rebuilds the test rows of any test file from it.
+    rebuilds the test rows of any test file from it. `datasets["test_seconds"]`: the time the test rows' features
+    took (tabular, TF-IDF; embeddings are timed by their cache), part of the time spent predicting them.
     """
-    tab_fit, tab_all, tab_test, tab_dim = fit_tabular(comp, cfg.data, rows["train"])
+    tab_fit, tab_all, tab_test, tab_dim, seconds = fit_tabular(comp, cfg.data, rows["train"])
     ds, in_dim, fitted = _fold_datasets(comp, backbone, cfg, rows, y, cache_dir, tab_all, tab_test, tab_dim)
     ds["fitted"] = {"tab": tab_fit, "in_dim": in_dim, **fitted}
+    ds["test_seconds"] = seconds + fitted.pop("test_seconds", 0.0)
     return ds, in_dim
 
 
@@ -200,8 +205,8 @@ def _fold_datasets(comp, backbone, cfg, rows, y, cache_dir, tab_all, tab_test, t
     mcfg = cfg.model
     tab = {"train": _take(tab_all, rows["train"]), "val": _take(tab_all, rows["val"]), "test": tab_test}
     if mcfg.kind == ModelKind.TFIDF:
-        ds, vectorizer = tfidf_datasets(comp, mcfg, rows, y, tab_all, tab_test)
-        return ds, tab_dim, {"tfidf": vectorizer}
+        ds, vectorizer, seconds = tfidf_datasets(comp, mcfg, rows, y, tab_all, tab_test)
+        return ds, tab_dim, {"tfidf": vectorizer, "test_seconds": seconds}
     if backbone is None:
         return _arrays({"tab": tab_all}, {"tab": tab_test}, rows, y), tab_dim, {}
     frozen = mcfg.finetune == Finetune.FROZEN
@@ -249,8 +254,7 @@ def test_dataset(cfg, comp: Competition, backbone: Backbone | None, fitted: dict
     mcfg = cfg.model
     tab = fitted["tab"].transform(comp.test) if fitted.get("tab") is not None else None
     if mcfg.kind == ModelKind.TFIDF:
-        texts = comp.test[comp.text_col].fillna("").astype(str)
-        return ArrayDataset({"tfidf": fitted["tfidf"].transform(texts).tocsr(), "tab": tab})
+        return ArrayDataset({"tfidf": tfidf_features(fitted["tfidf"], comp.test[comp.text_col]), "tab": tab})
     if mcfg.kind not in BACKBONE_KINDS:
         return ArrayDataset({"tab": tab})
     if mcfg.finetune == Finetune.FROZEN:
@@ -275,8 +279,9 @@ def test_embeddings(cfg, comp: Competition, backbone: Backbone, fitted: dict) ->
     return emb
 
 
-def tfidf_datasets(comp: Competition, mcfg, rows: dict, y: np.ndarray, tab_all, tab_test) -> tuple[dict, object]:
-    """Sparse TF-IDF of the text column (vocabulary and IDF from the fold's training rows) + tabular features."""
+def tfidf_datasets(comp: Competition, mcfg, rows: dict, y: np.ndarray, tab_all, tab_test) -> tuple:
+    """Sparse TF-IDF of the text column (vocabulary and IDF from the fold's training rows) + tabular features; the
+    fitted vectorizer and the seconds the test rows took."""
     if not comp.text_col:
         raise UserError("model.kind=tfidf needs a text column: set data.text_col=<column>")
     if mcfg.head.type != HeadType.SKLEARN:
@@ -284,9 +289,12 @@ def tfidf_datasets(comp: Competition, mcfg, rows: dict, y: np.ndarray, tab_all, 
             f"model.kind=tfidf needs model.head.type=sklearn (its features are sparse), not {mcfg.head.type}"
         )
     vectorizer = hydra.utils.instantiate(mcfg.vectorizer)
-    x_all, x_test = tfidf_features(vectorizer, comp.train[comp.text_col], rows["train"], comp.test[comp.text_col])
+    x_all = tfidf_features(vectorizer, comp.train[comp.text_col], rows["train"])
+    tick = time.time()
+    x_test = tfidf_features(vectorizer, comp.test[comp.text_col])
+    seconds = time.time() - tick
     log.info("tfidf: %d columns, %.0f non-zeros a row", x_all.shape[1], x_all.nnz / max(1, x_all.shape[0]))
-    return _arrays({"tfidf": x_all, "tab": tab_all}, {"tfidf": x_test, "tab": tab_test}, rows, y), vectorizer
+    return _arrays({"tfidf": x_all, "tab": tab_all}, {"tfidf": x_test, "tab": tab_test}, rows, y), vectorizer, seconds
 
 
 def _take(a: np.ndarray | None, rows: np.ndarray) -> np.ndarray | None:
