@@ -628,6 +628,22 @@ def test_rank_is_invariant_to_monotone_transforms(tmp_path: Path, task: str) -> 
     assert Rank().predict(P).min() >= 0 and Rank().predict(P).max() <= 1
 
 
+@pytest.mark.parametrize("task", ["binary", "multiclass"])
+def test_fitted_rank_predicts_a_row_the_same_whatever_rows_come_with_it(tmp_path: Path, task: str) -> None:
+    """Fitted on OOF rows, rank ranks new rows against them: half of the test rows get the same predictions as
+    when they come with the other half (unfitted, ranks among the given rows change with them)."""
+    fake = make_fake(tmp_path, task=task, n=300, n_test=10)
+    rng = np.random.default_rng(0)
+    P = np.stack([noisy(fake.y, task, 1.0, rng) for _ in range(3)]).astype(np.float32)
+    oof, test = P[:, :200], P[:, 200:]
+    half = rng.permutation(100)[:50]
+    fitted = Rank().fit(oof, fake.y[:200])
+    np.testing.assert_allclose(fitted.predict(test)[half], fitted.predict(test[:, half]), atol=1e-6)
+    assert not np.allclose(Rank().predict(test)[half], Rank().predict(test[:, half]), atol=1e-3)
+    # against a large reference, the quantiles are the rows' own ranks: the method scored out of fold is kept
+    np.testing.assert_allclose(fitted.predict(oof), Rank().predict(oof), atol=0.01)
+
+
 def test_average_ranks_equal_scipy_with_ties() -> None:
     from scipy.stats import rankdata
 

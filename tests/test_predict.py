@@ -87,7 +87,7 @@ def test_fold_model_from_other_versions_is_refused(make_comp, tmp_path):
         predict_member(folder, info, comp.test)
 
 
-@pytest.mark.parametrize("method", [pytest.param("stacking", marks=pytest.mark.slow), "weighted", "auto"])
+@pytest.mark.parametrize("method", [pytest.param("stacking", marks=pytest.mark.slow), "weighted", "rank", "auto"])
 def test_predict_a_shuffled_half_equals_the_ensembles_submission(make_comp, tmp_path, capsys, method):
     """train -> ensemble -> predict on a shuffled half of the test rows: the same rows as submission.csv."""
     comp = make_comp(n_train=60, n_test=20)
