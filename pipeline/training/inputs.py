@@ -21,7 +21,7 @@ from pipeline.data.contract import Competition
 from pipeline.data.image import ImageDataset, build_transform, normalization
 from pipeline.data.tabular import TabularFeatures, split_columns
 from pipeline.data.text import TextDataset, tokenize, trim_collate
-from pipeline.data.tfidf import tfidf_features
+from pipeline.data.tfidf import pack, tfidf_features, unpack
 from pipeline.errors import UserError
 from pipeline.models.backbones import Backbone, is_local
 from pipeline.models.weights import resolve_path
@@ -206,7 +206,7 @@ def _fold_datasets(comp, backbone, cfg, rows, y, cache_dir, tab_all, tab_test, t
     tab = {"train": _take(tab_all, rows["train"]), "val": _take(tab_all, rows["val"]), "test": tab_test}
     if mcfg.kind == ModelKind.TFIDF:
         ds, vectorizer, seconds = tfidf_datasets(comp, mcfg, rows, y, tab_all, tab_test)
-        return ds, tab_dim, {"tfidf": vectorizer, "test_seconds": seconds}
+        return ds, tab_dim, {"tfidf": pack(vectorizer), "test_seconds": seconds}
     if backbone is None:
         return _arrays({"tab": tab_all}, {"tab": tab_test}, rows, y), tab_dim, {}
     frozen = mcfg.finetune == Finetune.FROZEN
@@ -254,7 +254,8 @@ def test_dataset(cfg, comp: Competition, backbone: Backbone | None, fitted: dict
     mcfg = cfg.model
     tab = fitted["tab"].transform(comp.test) if fitted.get("tab") is not None else None
     if mcfg.kind == ModelKind.TFIDF:
-        return ArrayDataset({"tfidf": tfidf_features(fitted["tfidf"], comp.test[comp.text_col]), "tab": tab})
+        x = tfidf_features(unpack(fitted["tfidf"]), comp.test[comp.text_col])
+        return ArrayDataset({"tfidf": x, "tab": tab})
     if mcfg.kind not in BACKBONE_KINDS:
         return ArrayDataset({"tab": tab})
     if mcfg.finetune == Finetune.FROZEN:
