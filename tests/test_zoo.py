@@ -36,6 +36,7 @@ def test_tabular_plan_mixes_libraries_and_encodings(make_comp, make_cfg):
     for preset in ("model=tabular_lgbm", "model=tabular_catboost", "model=tabular_xgb", "model=tabular "):
         assert any(preset.strip() in p.split() for p in planned), preset
     assert any("model.categorical_encoding=native" in p for p in planned)  # `cat` is a string column
+    assert any("model.head.estimator.subsample=1.0" in p for p in planned)  # XGBoost without row sampling
     assert not any("model=text" in p or "model=image" in p for p in planned)
 
 
