@@ -182,11 +182,11 @@ def family_gain(zoo: Zoo, seeds: list[Member]) -> tuple[float, float]:
         values = oof.set_index(comp.id_col).loc[ids].to_numpy()
         preds.append(values[:, 0] if values.shape[1] == 1 else values)  # one column: a regression's values
     sign = 1 if comp.metric.greater_is_better else -1
+    with_last, without = np.mean(preds, axis=0), np.mean(preds[:-1], axis=0)
     d = []
     for k in np.unique(folds[folds >= 0]):
         rows = folds == k
-        all_, prev = np.mean(preds, axis=0)[rows], np.mean(preds[:-1], axis=0)[rows]
-        d.append(sign * (comp.metric(comp.y[rows], all_) - comp.metric(comp.y[rows], prev)))
+        d.append(sign * (comp.metric(comp.y[rows], with_last[rows]) - comp.metric(comp.y[rows], without[rows])))
     return float(np.mean(d)), float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else np.inf
 
 
