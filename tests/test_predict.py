@@ -14,8 +14,10 @@ from skops import io as skops_io
 
 from pipeline import ensemble, predict
 from pipeline.artifacts import ModelFolder, load_safe
+from pipeline.ensembling.methods import Selected
 from pipeline.ensembling.saved import load_ensemble, needed_members
 from pipeline.errors import UserError
+from pipeline.metrics import get_metric
 from pipeline.prepare import prepare
 from pipeline.training.job import train_job
 from pipeline.training.predictor import predict_member
@@ -122,6 +124,9 @@ def test_members_without_weight_are_not_read(make_comp, tmp_path):
     saved = load_ensemble(out)
     saved["method"].weights_ = np.array([1.0, 0.0])  # the first member only
     assert needed_members(saved) == saved["members"][:1]
+    chosen = Selected(get_metric("logloss", "binary"))
+    chosen.index_ = 1
+    assert needed_members(saved | {"method": chosen}) == saved["members"][1:]  # the member chosen out of fold
     shutil.rmtree(out / "models" / saved["members"][1])
     info = json.loads((out / "competition.json").read_text())
     got = predict.predict_rows(out, info, saved, comp.test, progress=False)

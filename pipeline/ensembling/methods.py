@@ -174,5 +174,8 @@ class Selected(Method):
     def predict(self, P: np.ndarray, X: pd.DataFrame | None = None) -> np.ndarray:
         return P[self.index_]
 
+    def reads(self, n: int) -> np.ndarray:
+        return np.arange(n) == self.index_
+
     def describe(self, names: list[str]) -> dict:
         return {"member": names[self.index_], "weights": {n: float(i == self.index_) for i, n in enumerate(names)}}
