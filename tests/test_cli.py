@@ -27,10 +27,12 @@ def test_entry_points_load_no_heavy_library():
     assert out.stdout.strip() == "[]"
 
 
-def test_predicting_with_sklearn_heads_loads_no_training_stack():
-    """Predict of tabular, TF-IDF and other sklearn-API members (the stage's code, and their heads' module) loads
-    neither Lightning nor torchvision, timm or transformers: those come with the members that need them."""
-    modules = "pipeline.training.predictor, pipeline.training.estimators, pipeline.ensembling.saved"
+def test_predicting_loads_no_training_stack():
+    """Predict (the stage's code, the sklearn-API heads' module, and the torch models' `inference.Model`) loads
+    neither Lightning nor torchvision, timm or transformers: backbones come with the members that need them, and
+    Lightning only trains."""
+    modules = "pipeline.training.predictor, pipeline.training.estimators, pipeline.training.inference"
+    modules += ", pipeline.ensembling.saved"
     heavy = "('lightning', 'torchvision', 'timm', 'transformers')"
     code = f"import sys; import {modules}; print(sorted(m for m in {heavy} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)

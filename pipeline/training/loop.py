@@ -13,31 +13,23 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
-from torch.utils.data import DataLoader, Dataset
 
 from pipeline.choices import Finetune, HeadType
 from pipeline.data.contract import Competition
 from pipeline.models.backbones import Backbone
-from pipeline.models.heads import build_head
 from pipeline.training.ddp import fit_strategy, unsharded
 from pipeline.training.devices import n_devices, per_device_batch
 from pipeline.training.estimators import fit_sklearn
+from pipeline.training.inference import head_and_loss, predict_loader, predict_net, trainable
 from pipeline.training.inputs import ArrayDataset, array_loader, loader
 from pipeline.training.module import Net
 from pipeline.training.monitors import build_monitors
-from pipeline.training.optim import build_loss
 
 log = logging.getLogger(__name__)
 # Lightning's tips, device banners and hints about worker counts / logging intervals are noise here
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
 for pattern in (".*does not have many workers.*", ".*smaller than the logging interval.*", ".*LeafSpec.*"):
     warnings.filterwarnings("ignore", pattern)
-
-
-def n_outputs(comp: Competition, loss: torch.nn.Module) -> int:
-    if isinstance(loss, torch.nn.CrossEntropyLoss):
-        return len(comp.classes)
-    return 1
 
 
 def make_loaders(cfg, datasets: dict) -> dict:
@@ -51,26 +43,16 @@ def make_loaders(cfg, datasets: dict) -> dict:
     return {"train": train, **{k: predict_loader(cfg, datasets[k]) for k in ("val", "test")}}
 
 
-def predict_loader(cfg, ds: Dataset) -> DataLoader:
-    """Every row of `ds` once, in order, in batches of `trainer.predict_batch_size`."""
-    t = cfg.trainer
-    if isinstance(ds, ArrayDataset):
-        return array_loader(ds.arrays, t.predict_batch_size, False)
-    return loader(ds, t.predict_batch_size, False, t.num_workers)
-
-
 def build_net(cfg, comp: Competition, backbone: Backbone | None, in_dim: int) -> Net:
     m = cfg.model
-    loss = build_loss(m.loss, comp.task, m.label_smoothing)
-    head = build_head(m.head, in_dim, n_outputs(comp, loss))
-    trainable = backbone.module if backbone is not None and m.finetune != Finetune.FROZEN else None
+    head, loss = head_and_loss(cfg, comp, in_dim)
     return Net(
         head,
         loss,
         comp.metric,
         hydra.utils.instantiate(cfg.optimizer),
         cfg.scheduler,
-        backbone=trainable,
+        backbone=trainable(cfg, backbone),
         backbone_lr_mult=m.backbone_lr_mult,
         probe_epochs=m.probe_epochs if m.finetune == Finetune.PROBE_THEN_FULL else 0,
         l1=m.l1,
@@ -138,19 +120,3 @@ def train_fold(
         "test_seconds": test_seconds,  # predicting the test rows (benchmarks/bench_predict.py compares)
         "model": net,
     }
-
-
-def predict_net(cfg, net: Net, data: DataLoader | Dataset) -> np.ndarray:
-    """A torch model's predictions of every row of a loader (or dataset), in order, in the metric's units."""
-    t = cfg.trainer
-    if not isinstance(data, DataLoader):
-        data = predict_loader(cfg, data)
-    trainer = L.Trainer(
-        accelerator=t.accelerator,
-        devices=1,
-        precision=t.precision,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    return torch.cat(trainer.predict(net, data)).float().numpy()

@@ -1,4 +1,5 @@
-"""The LightningModule: backbone (optional) + tabular features -> head, trained on one fold."""
+"""The LightningModule: backbone (optional) + tabular features -> head, trained on one fold (its outputs:
+`inference.py`)."""
 
 import logging
 
@@ -8,17 +9,15 @@ import torch
 from torch import nn
 
 from pipeline.metrics import Metric
+from pipeline.training.inference import Outputs
 from pipeline.training.optim import build_scheduler, param_groups
 
 log = logging.getLogger(__name__)
 
 
-class Net(L.LightningModule):
-    """Features from a backbone (images / tokens), precomputed embeddings and tabular columns, then a head.
-
-    Batches are dicts with any of: image, input_ids + attention_mask, emb (+ emb_flip for TTA), tab, y.
-    Outputs are probabilities (classification) or values in the target's units (regression).
-    """
+class Net(Outputs, L.LightningModule):
+    """A model (`inference.Outputs`: backbone, features, head, outputs) with its training: loss, optimizer groups,
+    probe phase, per-epoch history of the losses and the metric."""
 
     def __init__(
         self,
@@ -45,38 +44,6 @@ class Net(L.LightningModule):
         self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._train_loss: list[torch.Tensor] = []
         self._train_pred: list[tuple[torch.Tensor, torch.Tensor]] = []
-
-    # -- forward and outputs -------------------------------------------------------------------------
-    def features(self, batch: dict, flip: bool = False) -> torch.Tensor:
-        parts = []
-        if "image" in batch:
-            image = batch["image"].flip(-1) if flip else batch["image"]
-            parts.append(self.backbone(image.contiguous(memory_format=torch.channels_last)))
-        if "input_ids" in batch:
-            parts.append(self.backbone(batch["input_ids"], batch["attention_mask"]))
-        if "emb" in batch:
-            parts.append(batch["emb_flip"] if flip else batch["emb"])
-        if "tab" in batch:
-            parts.append(batch["tab"])
-        return torch.cat(parts, dim=1)
-
-    def forward(self, batch: dict, flip: bool = False) -> torch.Tensor:
-        return self.head(self.features(batch, flip))
-
-    def to_output(self, logits: torch.Tensor) -> torch.Tensor:
-        """Logits -> class probabilities (n, K) or regression values (n,)."""
-        if isinstance(self.loss_fn, nn.CrossEntropyLoss):
-            return logits.softmax(-1)
-        if isinstance(self.loss_fn, nn.BCEWithLogitsLoss):
-            p = logits.squeeze(-1).sigmoid()
-            return torch.stack([1 - p, p], dim=1)
-        return logits.squeeze(-1) * self.y_std + self.y_mean
-
-    def predict_batch(self, batch: dict) -> torch.Tensor:
-        out = self.to_output(self(batch))
-        if self.tta and ("image" in batch or "emb_flip" in batch):  # horizontal-flip averaging
-            out = (out + self.to_output(self(batch, flip=True))) / 2
-        return out
 
     def compute_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if isinstance(self.loss_fn, nn.CrossEntropyLoss):

@@ -18,6 +18,7 @@ from pipeline.data.contract import Competition
 from pipeline.metrics import get_metric
 from pipeline.models.backbones import build_backbone
 from pipeline.training.estimators import predict_sklearn, sklearn_inputs
+from pipeline.training.inference import build_model, predict_net
 from pipeline.training.inputs import test_dataset, test_embeddings
 from pipeline.training.targets import TARGET_TRANSFORMS, to_target
 
@@ -93,9 +94,7 @@ def predict_member(folder: ModelFolder, info: dict, test: pd.DataFrame, image_di
             with threadpool_limits(limits=torch.get_num_threads()):
                 pred = predict_sklearn(est, comp, sklearn_inputs(est, ds, state["categorical"]))
         else:
-            from pipeline.training.loop import build_net, predict_net  # Lightning loads for torch members only
-
-            net = build_net(cfg, comp, backbone, state["in_dim"])
+            net = build_model(cfg, comp, backbone, state["in_dim"])
             net.load_state_dict(weights)
             net.y_mean, net.y_std = state["y_scale"]
             pred = predict_net(cfg, net, ds)
