@@ -196,24 +196,44 @@ def check_versions(saved: dict, path: Path) -> None:
             )
 
 
+TYPES = "trusted-types.json"  # in the skops zip beside skops' own entries: its types, listed when it was written
+
+
 def load_safe(path: Path) -> dict:
-    """A skops file whose types all come from the trusted libraries (refused otherwise: it could run code)."""
+    """A skops file whose types all come from the trusted libraries (refused otherwise: it could run code).
+
+    The file lists its types (written by `dump_safe`), so skops audits it once, while it loads: a type the list
+    leaves out is refused by skops, one outside the trusted libraries here. Files without the list are audited
+    first, then loaded (twice the work)."""
+    import zipfile
+
     from skops import io as skops_io
 
     data = Path(path).read_bytes()
-    types = skops_io.get_untrusted_types(data=data)
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        listed = TYPES in z.namelist()
+        types = json.loads(z.read(TYPES)) if listed else skops_io.get_untrusted_types(data=data)
     foreign = [t for t in types if not t.startswith(TRUSTED)]
     if foreign:
         raise UserError(f"{path} holds types outside the trusted libraries ({', '.join(foreign[:3])}): not loaded")
-    return skops_io.loads(data, trusted=types)
+    try:
+        return skops_io.loads(data, trusted=types)
+    except skops_io.exceptions.UntrustedTypesFoundException as e:
+        raise UserError(f"{path} holds types its list leaves out ({e}): not loaded") from None
 
 
 def dump_safe(obj: dict, path: Path) -> Path:
-    """`obj` (with the format and library versions added) as a skops file, atomically."""
+    """`obj` (with the format and library versions added) as a skops file listing its types, atomically."""
+    import zipfile
+
     from skops import io as skops_io
 
     payload = {"format": FORMAT, "versions": library_versions()} | obj
-    return atomic_write(path, lambda tmp: tmp.write_bytes(skops_io.dumps(payload)))
+    data = io.BytesIO(skops_io.dumps(payload))
+    types = skops_io.get_untrusted_types(data=data.getvalue())
+    with zipfile.ZipFile(data, "a") as z:
+        z.writestr(TYPES, json.dumps(types))
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data.getvalue()))
 
 
 def model_folder(out_dir: Path, model_id: str) -> ModelFolder:

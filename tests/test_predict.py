@@ -1,8 +1,11 @@
 """Prediction from saved fold models: every member kind reproduces its training-time test.csv on the same rows,
 and rows in another order and subset get the same numbers."""
 
+import io
 import json
 import shutil
+import zipfile
+from fractions import Fraction
 
 import numpy as np
 import pandas as pd
@@ -13,7 +16,7 @@ from conftest import build_cfg, comp_cfg
 from skops import io as skops_io
 
 from pipeline import ensemble, predict
-from pipeline.artifacts import ModelFolder, load_safe
+from pipeline.artifacts import TYPES, ModelFolder, load_safe
 from pipeline.ensembling.methods import Selected
 from pipeline.ensembling.saved import load_ensemble, needed_members
 from pipeline.errors import UserError
@@ -86,6 +89,22 @@ def test_fold_model_from_other_versions_is_refused(make_comp, tmp_path):
     state["versions"]["scikit-learn"] = "0.1.0"
     path.write_bytes(skops_io.dumps(state))
     with pytest.raises(UserError, match=r"scikit-learn 0\.1\.0.*install scikit-learn==0\.1\.0"):
+        predict_member(folder, info, comp.test)
+
+
+@pytest.mark.parametrize("listed", [None, "lying"])
+def test_fold_model_with_foreign_types_is_refused(make_comp, tmp_path, listed):
+    """A fold file holding a type outside the trusted libraries is not loaded: written without a type list (older
+    files: audited before loading), or with a list that leaves the type out (skops refuses it while loading)."""
+    folder, info, comp = train(make_comp, tmp_path, "tab", ["model=tabular_lgbm"], {})
+    path = folder.fold(0).with_suffix(".skops")
+    state = load_safe(path) | {"extra": Fraction(1, 3)}
+    data = io.BytesIO(skops_io.dumps(state))
+    if listed:
+        with zipfile.ZipFile(data, "a") as z:
+            z.writestr(TYPES, json.dumps(skops_io.get_untrusted_types(data=skops_io.dumps(load_safe(path)))))
+    path.write_bytes(data.getvalue())
+    with pytest.raises(UserError, match=r"fold0\.skops holds types .*fractions\.Fraction.*not loaded"):
         predict_member(folder, info, comp.test)
 
 
