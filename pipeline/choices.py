@@ -41,6 +41,7 @@ class Scaling(StrEnum):
     STANDARD = "standard"
     QUANTILE = "quantile"
     CLIPPED = "clipped"
+    NONE = "none"  # the raw values (median-imputed): trees need no scaling, and zeros stay zeros (sparse_input)
 
 
 class ModelKind(StrEnum):

@@ -174,6 +174,7 @@ TRAIN = {
     "model.backbone_lr_mult": number(gt=0),
     "model.probe_epochs": integer(lo=0),
     "model.layer_decay": number(gt=0, nullable=True),
+    "model.sparse_input": boolean,
     "model.head.type": one_of(HeadType),
     "model.head.activation": one_of(Activation),
     "model.head.init": one_of(HeadInit),

@@ -38,6 +38,7 @@ def resnet(tmp_path_factory):
 
 MEMBERS = {  # name: (competition kind, overrides)
     "lgbm": ("tab", ["model=tabular_lgbm"]),
+    "xgb_sparse": ("tab", ["model=tabular_xgb", "model.numeric_scaling=none", "model.sparse_input=true"]),
     "catboost_native": ("tab", ["model=tabular_catboost", "model.head.estimator.iterations=20"]),
     "mlp_regression": ("reg", ["model=tabular"]),
     "lgbm_log1p": ("reg", ["model=tabular_lgbm", "model.target_transform=log1p"]),

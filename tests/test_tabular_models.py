@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import torch
 from conftest import build_cfg
+from scipy import sparse
 
 from pipeline.data.tabular import TabularFeatures, skewed_positive, split_columns
 from pipeline.errors import UserError
@@ -123,6 +124,22 @@ def test_native_categoricals_reach_the_estimator(tmp_path, preset):
     est = sklearn_estimator(cfg.model.head.estimator, comp.task)
     _fit(cfg, comp, est, datasets)
     assert DECLARED[preset](est) == [False, True]  # columns: num, cat
+
+
+def test_sparse_input_makes_xgboost_read_zeros_as_missing(tmp_path):
+    """model.sparse_input (with the raw values): XGBoost gets a sparse matrix, where a zero is a missing value to
+    it (a row predicts as with NaN there); the dense matrix keeps a zero a value."""
+    overrides = ["model=tabular_xgb", *SMALL["tabular_xgb"], FAST_LR, "model.numeric_scaling=none"]
+    cfg = config(competition(tmp_path / "c"), tmp_path / "out", *overrides, "model.sparse_input=true")
+    cfg, comp, datasets = first_fold(cfg)
+    est = sklearn_estimator(cfg.model.head.estimator, comp.task)
+    x, _, _ = _fit(cfg, comp, est, datasets)
+    assert sparse.issparse(x["train"]) and sparse.issparse(x["test"])
+    zero = x["test"].toarray()
+    zero[:, 0] = 0.0  # column 0: `num`, as it is; then the one-hot columns of `cat`
+    missing = np.where(zero == 0, np.nan, zero)
+    np.testing.assert_allclose(est.predict(sparse.csr_matrix(zero)), est.predict(missing))
+    assert not np.allclose(est.predict(zero), est.predict(missing))
 
 
 def test_native_categoricals_need_an_estimator_that_takes_them(tmp_path):

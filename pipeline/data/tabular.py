@@ -76,19 +76,21 @@ def make_transformer(
 
     `scaling`: `standard` (z-score), `clipped` (z-score cut to +-CLIP_Z) or `quantile` (ranks mapped to a normal
     distribution: heavy-tailed columns such as amounts stop squashing every other value near 0; helps networks, not
-    trees). Categories seen fewer than `min_frequency` times in the training rows are grouped into one level.
+    trees) or `none` (the values as they are). Categories seen fewer than `min_frequency` times in the training rows
+    are grouped into one level.
     """
     if encoding not in ENCODINGS:
         raise UserError(f"unknown data.categorical_encoding '{encoding}': choose one of {', '.join(ENCODINGS)}")
     if scaling not in SCALINGS:
         raise UserError(f"unknown data.numeric_scaling '{scaling}': choose one of {', '.join(SCALINGS)}")
-    scaler = (
-        [StandardScaler()]
-        if scaling == "standard"
-        else [StandardScaler(), FunctionTransformer(_clip_z, feature_names_out="one-to-one")]
-        if scaling == "clipped"
-        else [QuantileTransformer(n_quantiles=1000, output_distribution="normal", subsample=100_000, random_state=0)]
-    )
+    scaler = {
+        "standard": [StandardScaler()],
+        "clipped": [StandardScaler(), FunctionTransformer(_clip_z, feature_names_out="one-to-one")],
+        "quantile": [
+            QuantileTransformer(n_quantiles=1000, output_distribution="normal", subsample=100_000, random_state=0)
+        ],
+        "none": [],
+    }[scaling]
     encoder = (
         OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=min_frequency, sparse_output=False)
         if encoding == "onehot"

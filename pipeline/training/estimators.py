@@ -146,9 +146,12 @@ def _use_threads(est, threads: int) -> None:
         est.set_params(thread_count=threads)  # CatBoost lists only the parameters it was given
 
 
-def sklearn_inputs(est, ds: ArrayDataset, categorical: list[int]):
-    """The estimator's input matrix for a dataset's rows (category codes as integers for CatBoost)."""
+def sklearn_inputs(est, ds: ArrayDataset, categorical: list[int], as_sparse: bool = False):
+    """The estimator's input matrix for a dataset's rows (category codes as integers for CatBoost; a sparse matrix
+    with `model.sparse_input`, where XGBoost reads the zeros as missing values)."""
     x = _features(ds)
+    if as_sparse:
+        return sparse.csr_matrix(x)
     return _with_integer_codes(x, categorical) if categorical and _library(est) == "catboost" else x
 
 
@@ -166,7 +169,8 @@ def _fit(cfg, comp: Competition, est, datasets: dict) -> tuple[dict, int | None,
     n_features = _features(datasets["train"]).shape[1]
     cols = _categorical_columns(cfg, comp, datasets["train"], n_features)
     kwargs = _native_categoricals(est, cols, n_features) if cols else {}
-    x = {p: sklearn_inputs(est, datasets[p], cols) for p in ("train", "val", "test")}
+    as_sparse = cfg.model.get("sparse_input", False)  # absent from the image and text presets
+    x = {p: sklearn_inputs(est, datasets[p], cols, as_sparse) for p in ("train", "val", "test")}
     y = {p: datasets[p].arrays["y"].numpy() for p in ("train", "val")}
     stops = _stops_early(est)
     if stops:

@@ -67,6 +67,8 @@ def _model_spec(cfg) -> dict:
         model.pop(key, None)
     if model.get("target_transform") == TargetTransform.NONE:  # added later: the default keeps older ids
         del model["target_transform"]
+    if model.get("sparse_input") is False:  # added later, too
+        del model["sparse_input"]
     return model
 
 

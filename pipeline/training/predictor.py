@@ -92,7 +92,8 @@ def predict_member(folder: ModelFolder, info: dict, test: pd.DataFrame, image_di
         if weights is None:
             est = state["estimator"]
             with threadpool_limits(limits=torch.get_num_threads()):
-                pred = predict_sklearn(est, comp, sklearn_inputs(est, ds, state["categorical"]))
+                x = sklearn_inputs(est, ds, state["categorical"], cfg.model.get("sparse_input", False))
+                pred = predict_sklearn(est, comp, x)
         else:
             net = build_model(cfg, comp, backbone, state["in_dim"])
             net.load_state_dict(weights)
