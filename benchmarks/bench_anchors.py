@@ -56,6 +56,9 @@ train_csv, test_csv, label, metric, problem, limit, out, workdir = sys.argv[1:]
 train, test = pd.read_csv(train_csv).drop(columns="id"), pd.read_csv(test_csv).drop(columns="id")
 predictor = TabularPredictor(label=label, eval_metric=metric, problem_type=problem, path=workdir, verbosity=1)
 predictor.fit(train, presets="best_quality", time_limit=float(limit), num_cpus=2)
+board = predictor.leaderboard(silent=True)[["model", "score_val", "fit_time"]]
+print(board.to_string(index=False))  # the models it fitted in the time (they differ between runs) and its choice
+print("  autogluon predicts with", predictor.model_best)
 pred = predictor.predict(test).to_frame() if problem == "regression" else predictor.predict_proba(test)
 pred[sorted(pred.columns)].to_csv(out, index=False)  # classes sorted, as the pipeline encodes them
 """
