@@ -318,3 +318,27 @@ def test_tta_averages_flips_for_oof_and_test(make_comp, tmp_path, assets):
     with np.load(next(p for p in (tmp_path / "out" / "cache").glob("emb-*.npz") if "train_flip" in np.load(p))) as z:
         assert z["train_flip"].shape == z["train"].shape
     assert pd.read_csv(folder / "test.csv")[["no", "yes"]].sum(1).round(5).eq(1).all()
+
+
+@pytest.mark.parametrize("precision", ["32-true", "64-true", "bf16-true", "bf16-mixed"])
+def test_predict_net_runs_in_the_trained_precision(precision):
+    """The trainer-free prediction loop applies `trainer.precision` as Lightning does (true: the model and float
+    inputs in that type; mixed: autocast), gives the float32 answer within that type's precision, and leaves the
+    model in float32 on the CPU."""
+    from omegaconf import OmegaConf
+
+    from pipeline.training.inference import Model, predict_net
+    from pipeline.training.inputs import ArrayDataset
+
+    torch.manual_seed(0)
+    model = Model(
+        torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3)), torch.nn.CrossEntropyLoss()
+    )
+    data = ArrayDataset({"tab": np.random.default_rng(0).normal(size=(50, 6)).astype(np.float32)})
+    cfg = OmegaConf.create({"trainer": {"accelerator": "cpu", "precision": precision, "predict_batch_size": 16}})
+    full = predict_net(OmegaConf.merge(cfg, {"trainer": {"precision": "32-true"}}), model, data)
+    pred = predict_net(cfg, model, data)
+    assert pred.shape == (50, 3) and pred.dtype == np.float32
+    np.testing.assert_allclose(pred, full, atol=0 if precision == "32-true" else 2e-2 if "bf16" in precision else 1e-6)
+    assert (precision == "32-true") == np.array_equal(pred, full)  # computed in that type, not in float32
+    assert all(p.dtype == torch.float32 and p.device.type == "cpu" for p in model.parameters())
