@@ -342,3 +342,28 @@ def test_predict_net_runs_in_the_trained_precision(precision):
     np.testing.assert_allclose(pred, full, atol=0 if precision == "32-true" else 2e-2 if "bf16" in precision else 1e-6)
     assert (precision == "32-true") == np.array_equal(pred, full)  # computed in that type, not in float32
     assert all(p.dtype == torch.float32 and p.device.type == "cpu" for p in model.parameters())
+
+
+def test_texts_are_predicted_by_length_and_returned_in_row_order():
+    """Inference batches texts from the shortest to the longest (each batch pads only to its own lengths), and
+    both the prediction loop and the embedding pass return the rows in the dataset's own order."""
+    from omegaconf import OmegaConf
+
+    from pipeline.data.text import TextDataset
+    from pipeline.training.inference import Model, predict_net
+    from pipeline.training.inputs import embed, length_order
+
+    class Length(torch.nn.Module):  # a "backbone" whose feature is the text's length in tokens
+        def forward(self, input_ids, attention_mask):
+            return attention_mask.sum(1, keepdim=True).float()
+
+    lengths = np.random.default_rng(0).integers(1, 12, size=30)
+    mask = torch.as_tensor(np.arange(12)[None, :] < lengths[:, None]).long()
+    ds = TextDataset({"input_ids": mask * 7, "attention_mask": mask}, np.arange(30)[::-1].copy())
+    expected = lengths[::-1].astype(np.float32)
+    assert np.all(np.diff(expected[length_order(ds)]) >= 0)
+    np.testing.assert_array_equal(embed(Length(), ds, batch_size=4)[:, 0], expected)
+    model = Model(torch.nn.Identity(), torch.nn.MSELoss(), backbone=Length())
+    trainer = {"accelerator": "cpu", "precision": "32-true", "predict_batch_size": 4, "num_workers": 0}
+    cfg = OmegaConf.create({"trainer": trainer})
+    np.testing.assert_array_equal(predict_net(cfg, model, ds), expected)

@@ -13,7 +13,7 @@ from pipeline.data.contract import Competition
 from pipeline.models.backbones import Backbone
 from pipeline.models.heads import build_head
 from pipeline.training.devices import uses_gpu
-from pipeline.training.inputs import ArrayDataset, array_loader, loader
+from pipeline.training.inputs import ArrayDataset, array_loader, in_row_order, length_order, loader
 from pipeline.training.optim import build_loss
 
 
@@ -86,12 +86,12 @@ def build_model(cfg, comp: Competition, backbone: Backbone | None, in_dim: int) 
     return Model(*head_and_loss(cfg, comp, in_dim), backbone=trainable(cfg, backbone), tta=cfg.model.tta)
 
 
-def predict_loader(cfg, ds: Dataset) -> DataLoader:
-    """Every row of `ds` once, in order, in batches of `trainer.predict_batch_size`."""
+def predict_loader(cfg, ds: Dataset, order: np.ndarray | None = None) -> DataLoader:
+    """Every row of `ds` once, in row order (or `order`), in batches of `trainer.predict_batch_size`."""
     t = cfg.trainer
     if isinstance(ds, ArrayDataset):
         return array_loader(ds.arrays, t.predict_batch_size, False)
-    return loader(ds, t.predict_batch_size, False, t.num_workers)
+    return loader(ds, t.predict_batch_size, False, t.num_workers, order)
 
 
 AUTOCAST = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}  # Lightning's mixed precisions
@@ -105,13 +105,13 @@ def device_of(accelerator: str) -> torch.device:
 
 
 @torch.inference_mode()
-def predict_net(cfg, net: nn.Module, data: DataLoader | Dataset) -> np.ndarray:
-    """A torch model's predictions of every row of a loader (or dataset), in order, in the metric's units: in eval
-    mode, on `trainer.accelerator`, in `trainer.precision` as Lightning applies it (mixed: autocast; true: the
-    model and the float inputs in that type). The model is left on the CPU in float32."""
+def predict_net(cfg, net: nn.Module, ds: Dataset) -> np.ndarray:
+    """A torch model's predictions of every row of a dataset, in row order, in the metric's units: in eval mode, on
+    `trainer.accelerator`, in `trainer.precision` as Lightning applies it (mixed: autocast; true: the model and the
+    float inputs in that type); texts batched by length. The model is left on the CPU in float32."""
     t = cfg.trainer
-    if not isinstance(data, DataLoader):
-        data = predict_loader(cfg, data)
+    order = length_order(ds)
+    data = predict_loader(cfg, ds, order)
     device, precision = device_of(t.accelerator), str(t.precision)
     cast = CAST.get(precision)
     net.eval().to(device, dtype=cast)
@@ -121,7 +121,7 @@ def predict_net(cfg, net: nn.Module, data: DataLoader | Dataset) -> np.ndarray:
         with torch.autocast(device.type, dtype=AUTOCAST.get(precision), enabled=precision in AUTOCAST):
             out.append(net.predict_batch(batch).float().cpu())
     net.to("cpu", dtype=torch.float32)
-    return torch.cat(out).numpy()
+    return in_row_order(torch.cat(out).numpy(), order)
 
 
 def _to(value, device: torch.device, cast: torch.dtype | None):

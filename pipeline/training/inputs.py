@@ -102,17 +102,36 @@ def text_datasets(comp, backbone: Backbone, max_length: int, cache_dir: Path, ro
     }
 
 
-def loader(ds: Dataset, batch_size: int, shuffle: bool, num_workers: int) -> DataLoader:
+def loader(ds: Dataset, batch_size: int, shuffle: bool, num_workers: int, order=None) -> DataLoader:
+    """Batches of `ds`: shuffled (training), in row order, or in `order` (`length_order`)."""
     collate = trim_collate if isinstance(ds, TextDataset) else None
     return DataLoader(
         ds,
         batch_size=batch_size,
         shuffle=shuffle,
+        sampler=order,
         num_workers=num_workers,
         collate_fn=collate,
         persistent_workers=num_workers > 0,
         pin_memory=torch.cuda.is_available(),  # page-locked batches copy to a GPU asynchronously
     )
+
+
+def length_order(ds: Dataset) -> np.ndarray | None:
+    """For inference: a text dataset's rows from the shortest text to the longest, so that each batch pads only to
+    texts of its own length (MiniLM over rotten's 2,551 test texts: 11 s instead of 22 s); None for other data."""
+    if not isinstance(ds, TextDataset):
+        return None
+    return np.argsort(ds.tokens["attention_mask"][ds.rows].sum(1).numpy(), kind="stable")
+
+
+def in_row_order(out: np.ndarray, order: np.ndarray | None) -> np.ndarray:
+    """Outputs computed in `order` (`length_order`), put back in the dataset's own row order."""
+    if order is None:
+        return out
+    back = np.empty_like(out)
+    back[order] = out
+    return back
 
 
 # -- frozen-backbone embeddings ----------------------------------------------------------------------------
@@ -144,8 +163,8 @@ def embed(module: torch.nn.Module, ds: Dataset, batch_size: int, flip: bool = Fa
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     workers = device_default("num_workers") if device.type == "cuda" else 0  # decoding images would starve a GPU
     module.eval().to(device)
-    out = []
-    for batch in tqdm(loader(ds, batch_size, False, workers), desc="embedding", leave=False, mininterval=5):
+    out, order = [], length_order(ds)
+    for batch in tqdm(loader(ds, batch_size, False, workers, order), desc="embedding", leave=False, mininterval=5):
         batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
         if "image" in batch:
             image = batch["image"].flip(-1) if flip else batch["image"]
@@ -153,7 +172,7 @@ def embed(module: torch.nn.Module, ds: Dataset, batch_size: int, flip: bool = Fa
         else:
             out.append(module(batch["input_ids"], batch["attention_mask"]).float().cpu())
     module.to("cpu")  # the backbone object is shared with the fold code, which expects it where it was built
-    return torch.cat(out).numpy()
+    return in_row_order(torch.cat(out).numpy(), order)
 
 
 def frozen_embeddings(comp, backbone: Backbone, cfg, datasets: dict, cache_dir: Path, extra: dict) -> dict:

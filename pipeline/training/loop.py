@@ -21,7 +21,7 @@ from pipeline.training.ddp import fit_strategy, unsharded
 from pipeline.training.devices import n_devices, per_device_batch
 from pipeline.training.estimators import fit_sklearn
 from pipeline.training.inference import head_and_loss, predict_loader, predict_net, trainable
-from pipeline.training.inputs import ArrayDataset, array_loader, loader
+from pipeline.training.inputs import ArrayDataset, array_loader, length_order, loader
 from pipeline.training.module import Net
 from pipeline.training.monitors import build_monitors
 
@@ -40,7 +40,7 @@ def make_loaders(cfg, datasets: dict) -> dict:
         train = array_loader(datasets["train"].arrays, len(datasets["train"]) if full else t.batch_size, True)
     else:
         train = loader(datasets["train"], per_device_batch(t), True, t.num_workers)
-    return {"train": train, **{k: predict_loader(cfg, datasets[k]) for k in ("val", "test")}}
+    return {"train": train, "val": predict_loader(cfg, datasets["val"], length_order(datasets["val"]))}
 
 
 def build_net(cfg, comp: Competition, backbone: Backbone | None, in_dim: int) -> Net:
@@ -107,8 +107,8 @@ def train_fold(
     net.train()  # transformers load encoders in eval mode; Net.train keeps only a frozen backbone in eval
     trainer.fit(net, loaders["train"], loaders["val"])
     net.load_state_dict(torch.load(ckpt.best_model_path, map_location="cpu", weights_only=True)["state_dict"])
-    val, tick = predict_net(cfg, net, loaders["val"]), time.time()
-    test, test_seconds = predict_net(cfg, net, loaders["test"]), time.time() - tick
+    val, tick = predict_net(cfg, net, datasets["val"]), time.time()
+    test, test_seconds = predict_net(cfg, net, datasets["test"]), time.time() - tick
     best = net.history[int(np.nanargmax([h["val_metric"] * (1 if mode == "max" else -1) for h in net.history]))]
     return {
         "val": val,
