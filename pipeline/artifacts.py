@@ -1,5 +1,6 @@
 """The outputs layout (the model folder's format) and atomic writes: nothing half-written is ever read later."""
 
+import functools
 import io
 import json
 import os
@@ -175,6 +176,7 @@ LIBRARIES = ("pipeline", "scikit-learn", "lightgbm", "xgboost", "catboost", "tor
 TRUSTED = ("pipeline.", "sklearn.", "numpy.", "scipy.", "lightgbm.", "xgboost.", "catboost.", "collections.")
 
 
+@functools.cache  # once a process: read for every fold model saved or loaded
 def library_versions() -> dict[str, str | None]:
     out = {}
     for name in LIBRARIES:
@@ -228,7 +230,7 @@ def dump_safe(obj: dict, path: Path) -> Path:
 
     from skops import io as skops_io
 
-    payload = {"format": FORMAT, "versions": library_versions()} | obj
+    payload = {"format": FORMAT, "versions": dict(library_versions())} | obj
     data = io.BytesIO(skops_io.dumps(payload))
     types = skops_io.get_untrusted_types(data=data.getvalue())
     with zipfile.ZipFile(data, "a") as z:
