@@ -183,3 +183,21 @@ def test_extra_seeds_stop_once_they_add_nothing(make_comp, tmp_path, monkeypatch
     assert extra == ["model=tabular_lgbm seed=3", "model=tabular_lgbm seed=4"]
     stopped = json.loads((out / "zoo.json").read_text())["seeds_stopped"]
     assert list(stopped) == ["model=tabular"] and stopped["model=tabular"]["gain"] == 0
+
+
+def test_a_shared_embedding_pass_counts_until_a_member_has_paid_for_it(make_comp, tmp_path):
+    """The frozen heads share one embedding pass: while none of them has trained, each is estimated with it, so a
+    budget too small for the pass skips them all (the MLP head alone looked cheap and overran a 33 s budget by
+    48 s on rotten); once one has trained, the others cost their head only."""
+    comp = make_comp(n_train=600, n_test=12, text=True)
+    runs = {}
+    for budget in (0.03, 0.2):  # minutes: TF-IDF ~1.5 s; the pass ~3 s; a head ~0.6 s each (600 rows)
+        out = tmp_path / f"b{budget}"
+        skip = "zoo.skip=[text_finetune,catboost,xgb,native,'model=tabular',lgbm]"
+        overrides = [*overrides_for(comp, out, skip), f"zoo.budget_minutes={budget}", "data.feature_cols=[]"]
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose("train", overrides=overrides)
+            members = train_zoo(cfg, prepare(cfg), overrides, fake_fit({"sklearn": 1.0, "mlp": 1.0}))
+        runs[budget] = {m.why.split(" ")[0]: m.status for m in members if "seed 2" not in m.why}
+    assert runs[0.03] == {"TF-IDF": "trained", "linear": "skipped", "MLP": "skipped", "a": "skipped"}
+    assert set(runs[0.2].values()) == {"trained"}

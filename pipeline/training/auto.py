@@ -41,6 +41,7 @@ class Member:
     why: str
     cost: float  # estimated seconds
     tier: int = 0
+    shared: tuple[str, float] | None = None  # a pass it needs, done once for all that name it: (what, seconds)
     status: str = "planned"  # planned | trained | skipped | failed
     model_id: str | None = None
     seconds: float | None = None
@@ -62,7 +63,7 @@ def default_model(comp: Competition) -> str:
 
 def reseed(m: Member, seed: int, tier: int) -> Member:
     overrides = [f"seed={seed}" if o.startswith("seed=") else o for o in m.overrides]
-    return Member(overrides, f"{m.why} (seed {seed})", m.cost, tier)
+    return Member(overrides, f"{m.why} (seed {seed})", m.cost, tier, m.shared)
 
 
 def linear_head(task: str) -> str:
@@ -125,6 +126,7 @@ def text_members(comp: Competition, gpu: bool, has_tab: bool) -> list[Member]:
     embed = k * 1.25 * COST["text_embed"] / (GPU_SPEEDUP if gpu else 1)  # test rows too: ~1/4 more
     frozen = ["model=text", f"model.finetune={Finetune.FROZEN}"]
     joined = " joined with the tabular features" if has_tab else ""
+    features = ("MiniLM embeddings", embed)  # cached: the first head to train pays for the pass
     members = [
         Member(
             ["model=text_tfidf", "seed=0", *only_text],
@@ -134,13 +136,21 @@ def text_members(comp: Competition, gpu: bool, has_tab: bool) -> list[Member]:
         Member(
             [*frozen, "model.head.type=sklearn", linear_head(comp.task), "seed=0"],
             f"linear model on frozen all-MiniLM-L6-v2 embeddings{joined}",
-            embed + head,
+            head,
+            shared=features,
         ),
-        Member([*frozen, "seed=0"], f"MLP on frozen MiniLM embeddings{joined}", head),
-        Member([*frozen, "model.head.hidden=[512,256]", "seed=1"], "a deeper MLP on the same embeddings", head, 1),
+        Member([*frozen, "seed=0"], f"MLP on frozen MiniLM embeddings{joined}", head, shared=features),
+        Member(
+            [*frozen, "model.head.hidden=[512,256]", "seed=1"],
+            "a deeper MLP on the same embeddings",
+            head,
+            1,
+            features,
+        ),
     ]
     if has_tab:
-        members.append(Member([*frozen, *lgbm_head(), "seed=0"], f"LightGBM on MiniLM embeddings{joined}", 3 * head))
+        why = f"LightGBM on MiniLM embeddings{joined}"
+        members.append(Member([*frozen, *lgbm_head(), "seed=0"], why, 3 * head, shared=features))
     finetune = k * COST["text_finetune"] / (GPU_SPEEDUP if gpu else 1)
     tune = ["model=text_finetune", "trainer.max_epochs=2", "trainer.batch_size=32", "data.max_length=64", *only_text]
     members += [
@@ -186,16 +196,24 @@ def image_members(comp: Competition, gpu: bool, has_tab: bool, backbone: str, bu
     tune += ["data.feature_cols=[]"] if has_tab else []
     cost = k * COST["image_finetune"] * (px / 48) ** 2 / speed
     joined = " joined with the tabular features" if has_tab else ""
+    features = (f"image features at {size} px", embed)  # cached: the first head to train pays for the pass
     return [
         Member(
             [*frozen, "model.head.type=sklearn", linear_head(comp.task), "seed=0"],
             f"linear model on frozen features at {size} px{joined}",
-            embed + head,
+            head,
+            shared=features,
         ),
-        Member([*frozen, "seed=0"], f"MLP on the same frozen features{joined}", head),
+        Member([*frozen, "seed=0"], f"MLP on the same frozen features{joined}", head, shared=features),
         Member([*tune, "seed=0"], f"finetuned end to end at {px} px, backbone at 1/10 LR", cost),
         Member([*tune, "seed=1"], "a second finetune seed: finetunes differ more than heads", cost, 1),
-        Member([*frozen, "model.head.hidden=[512,256]", "seed=1"], "a deeper MLP on the frozen features", head, 1),
+        Member(
+            [*frozen, "model.head.hidden=[512,256]", "seed=1"],
+            "a deeper MLP on the frozen features",
+            head,
+            1,
+            features,
+        ),
         Member([*tune, "seed=2"], "a third finetune seed", cost, 2),
     ]
 

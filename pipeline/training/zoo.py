@@ -103,13 +103,20 @@ class Zoo:
     def elapsed(self) -> float:
         return time.time() - self.start
 
+    def cost(self, m: Member) -> float:
+        """A member's estimated seconds, with the pass it shares with others (frozen features) until one of them
+        has trained."""
+        trained = {x.shared[0] for x in self.members if x.shared and x.status == "trained"}
+        return m.cost + (m.shared[1] if m.shared and m.shared[0] not in trained else 0.0)
+
     def run(self, m: Member) -> Member:
         """Train one member (or find it complete); a member that fails is recorded and the zoo goes on."""
         if m not in self.members:
             self.members.append(m)
-        if self.members.index(m) > 0 and self.elapsed + m.cost > self.budget:
+        cost = self.cost(m)
+        if self.members.index(m) > 0 and self.elapsed + cost > self.budget:
             m.status = "skipped"
-            m.note = f"over the budget: ~{m.cost:.0f} s needed, {max(0, self.budget - self.elapsed):.0f} s left"
+            m.note = f"over the budget: ~{cost:.0f} s needed, {max(0, self.budget - self.elapsed):.0f} s left"
             log.info("zoo: skipping %s (%s)", " ".join(m.overrides), m.note)
             return self.save(m)
         log.info(
@@ -215,8 +222,10 @@ def fill(zoo: Zoo, families: int = 2) -> None:
                 zoo.save()
                 continue
             why = best[f].why.split(" (seed")[0]
-            m = Member([*f, f"seed={seed}"], f"{why} (seed {seed}: budget left)", best[f].seconds or 0, 3)
-            if zoo.elapsed + m.cost > zoo.budget:
+            m = Member(
+                [*f, f"seed={seed}"], f"{why} (seed {seed}: budget left)", best[f].seconds or 0, 3, best[f].shared
+            )
+            if zoo.elapsed + zoo.cost(m) > zoo.budget:
                 return
             zoo.run(m)
 
@@ -238,7 +247,11 @@ def train_zoo(cfg: DictConfig, prep: Prepared, overrides: list[str], fit: Callab
         len(planned),
         zoo.budget / 60,
         "GPU" if zoo.doc["gpu"] else "CPU",
-        "\n".join(f"  tier {m.tier}  ~{m.cost:5.0f} s  {m.why}" for m in planned),
+        "\n".join(
+            f"  tier {m.tier}  ~{m.cost:5.0f} s  {m.why}"
+            + (f" (+ {m.shared[0]}: ~{m.shared[1]:.0f} s, once)" if m.shared else "")
+            for m in planned
+        ),
     )
     zoo.members += planned
     for m in planned:
