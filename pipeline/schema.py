@@ -288,6 +288,11 @@ def _check_model(m: DictConfig) -> None:
         return
     if head.get("type") == HeadType.MLP:
         _check_rules(head, {"hidden": widths}, "model.head.")
+    if m.get("sparse_input") and head.get("type") != HeadType.SKLEARN:
+        raise UserError(
+            f"model.sparse_input=true applies to scikit-learn-API heads (model.head.type=sklearn, e.g. "
+            f"model=tabular_xgb); model.head.type={head.get('type')} reads dense batches: drop the override"
+        )
     if head.get("type") == HeadType.SKLEARN:
         est = head.get("estimator")
         if not isinstance(est, DictConfig) or not isinstance(est.get("_target_"), str):

@@ -211,6 +211,12 @@ TRAIN_LINES = [
         "model=image",
         "model.head.type=sklearn",
     ),
+    case(
+        "sparse input for an MLP",
+        r"model.sparse_input=true applies to scikit-learn-API heads .*model.head.type=mlp reads dense batches",
+        "model=tabular",
+        "model.sparse_input=true",
+    ),
     case("backbone lr mult 0", r"model.backbone_lr_mult=0 is not allowed", "model=image", "model.backbone_lr_mult=0"),
     case("label smoothing 1", r"model.label_smoothing=1 is not allowed", "model=image", "model.label_smoothing=1"),
     case("negative L1", r"model.l1=-0.1 is not allowed", "model=image", "model.l1=-0.1"),
