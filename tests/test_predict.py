@@ -43,6 +43,7 @@ MEMBERS = {  # name: (competition kind, overrides)
     "mlp_regression": ("reg", ["model=tabular"]),
     "lgbm_log1p": ("reg", ["model=tabular_lgbm", "model.target_transform=log1p"]),
     "tfidf": ("text", ["model=text_tfidf"]),
+    "nb_lr": ("text", ["model=text_nb"]),
     "text_frozen": ("text", ["model=text", "data.max_length=16"]),
     "text_finetune": ("text", ["model=text", "data.max_length=16", "model.finetune=full"]),
     "image_frozen_tta": ("image", ["model=image", "model.tta=true"]),

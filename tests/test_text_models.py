@@ -108,3 +108,32 @@ def test_finetune_with_layer_decay_logs_every_group_lr(make_comp, tmp_path, tiny
     top, low, emb = (hist[f"lr_backbone_{g}"] for g in ("layer1", "layer0", "embeddings"))
     assert np.allclose(top, hist["lr_head"] * 0.1) and np.allclose(low, top * 0.5) and np.allclose(emb, top * 0.25)
     assert "-full-mlp256-s0-" in metrics["model_id"]
+
+
+def test_nb_lr_scales_each_column_by_its_log_count_ratio():
+    """The ratios by hand on a 4-row matrix, probabilities that sum to one, and a column seen only in one class's
+    rows pulling its rows toward that class (binary and one-vs-rest)."""
+    from scipy import sparse
+
+    from pipeline.models.linear import NBLogisticRegression
+
+    x = sparse.csr_matrix(np.array([[1.0, 0, 2], [3, 0, 0], [0, 1, 1], [0, 2, 0]]))
+    y = np.array([1, 1, 0, 0])
+    nb = NBLogisticRegression(C=10.0).fit(x, y)
+    p, q = np.array([1 + 2, 1 + 0, 1 + 1]), np.array([1 + 0, 1 + 2, 1 + 1])  # alpha 1 + rows where non-zero
+    assert np.allclose(nb.ratios_[0], np.log(p / p.sum()) - np.log(q / q.sum()))
+    proba = nb.predict_proba(x)
+    assert np.allclose(proba.sum(1), 1) and (nb.predict(x) == y).all()
+    y3 = np.array([0, 1, 2, 2, 1, 0])
+    x3 = sparse.csr_matrix(np.c_[np.eye(3)[y3], np.ones(6)])  # column k: non-zero in class k's rows only
+    nb3 = NBLogisticRegression(C=10.0).fit(x3, y3)
+    assert nb3.ratios_.shape == (3, 4) and (np.argmax(nb3.ratios_, axis=1) == [0, 1, 2]).all()
+    assert np.allclose(nb3.predict_proba(x3).sum(1), 1) and (nb3.predict(x3) == y3).all()
+
+
+@pytest.mark.parametrize("labels", [("no", "yes"), (3, 7, 10)])
+def test_nb_member_trains_end_to_end(make_comp, tmp_path, labels):
+    metrics, folder = run(config(make_comp(text=True, labels=labels), tmp_path, "model=text_nb"))
+    assert metrics["model_id"].startswith("tfidf-nblogisticregression-s0-")
+    test = pd.read_csv(folder / "test.csv")
+    assert np.allclose(test.iloc[:, 1:].sum(axis=1), 1) and test.iloc[:, 1:].std().min() > 0

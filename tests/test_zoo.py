@@ -24,7 +24,14 @@ def models(members) -> list[str]:
 
 
 def test_default_model_follows_the_data(make_comp, make_cfg, tmp_path):
-    for kw, want in (({}, "tabular_lgbm"), ({"text": True}, "text_tfidf"), ({"images": True}, "image")):
+    text_regression = {"text": True, "labels": (0.5, 1.7, 2.25, 3.1, 4.8)}
+    cases = [
+        ({}, "tabular_lgbm"),
+        ({"text": True}, "text_nb"),
+        (text_regression, "text_tfidf"),
+        ({"images": True}, "image"),
+    ]
+    for kw, want in cases:
         comp = make_comp(name=want, **kw)
         cfg = make_cfg(comp, f"paths.output_dir={tmp_path / want}")
         assert default_model(prepare(cfg).comp) == want
@@ -43,8 +50,8 @@ def test_tabular_plan_mixes_libraries_and_encodings(make_comp, make_cfg):
 def test_mixed_plan_has_each_view_and_a_joined_one(make_comp, make_cfg):
     comp = prepare(make_cfg(make_comp(text=True))).comp
     planned = plan(comp, gpu=False, tt=["model.target_transform=log1p"])
-    text_view = [p for p in models(planned) if "model=text_tfidf" in p]
-    assert text_view and all("data.feature_cols=[]" in p for p in text_view)  # the text alone
+    text_view = [p for p in models(planned) if "model=text_tfidf" in p or "model=text_nb" in p]
+    assert len(text_view) == 2 and all("data.feature_cols=[]" in p for p in text_view)  # the text alone
     joined = [p for p in models(planned) if "model.finetune=frozen" in p and "feature_cols" not in p]
     assert joined  # frozen embeddings + the tabular features
     assert any("model=tabular_lgbm" in p for p in models(planned))  # the tabular view
