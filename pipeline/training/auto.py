@@ -28,6 +28,8 @@ COST = {
     "frozen_head": 1.0,  # a head on cached embeddings
     "text_embed": 4.0,  # all-MiniLM-L6-v2 over every train and test row, once, shared by the frozen heads (rotten 50 s)
     "image_embed": 30.0,  # EfficientNet-Lite0 at 224 px over every train and test image, once (~35 images/s)
+    "pixels_svm": 1.4,  # an RBF SVM on 28 px grey levels, per (1,000 rows) squared: mnist's 4k images 22 s
+    "pixels_read": 2.0,  # reading and shrinking every image once for it (mnist's small PNGs: ~0.5)
     "image_finetune": 45.0,  # EfficientNet-Lite0 at 48 px, 3 epochs x 5 folds: ~30 s a fold for 3,200 images
     "text_finetune": 1000.0,  # all-MiniLM-L6-v2 at 64 tokens: ~120 s per 1k rows and epoch; 2 epochs x 5 folds
 }
@@ -200,7 +202,7 @@ def image_members(comp: Competition, gpu: bool, has_tab: bool, backbone: str, bu
     cost = k * COST["image_finetune"] * (px / 48) ** 2 / speed
     joined = " joined with the tabular features" if has_tab else ""
     features = (f"image features at {size} px", embed)  # cached: the first head to train pays for the pass
-    return [
+    members = [
         Member(
             [*frozen, "model.head.type=sklearn", linear_head(comp.task), "seed=0"],
             f"linear model on frozen features at {size} px{joined}",
@@ -208,6 +210,13 @@ def image_members(comp: Competition, gpu: bool, has_tab: bool, backbone: str, bu
             shared=features,
         ),
         Member([*frozen, "seed=0"], f"MLP on the same frozen features{joined}", head, shared=features),
+    ]
+    if comp.task != "regression":  # no network at all: another view of the images, cheap below ~20k of them
+        only_pixels = ["data.feature_cols=[]"] if has_tab else []
+        why = "RBF SVM on the images' own grey levels at 28 px: no ImageNet features, other errors"
+        pixels = k * k * COST["pixels_svm"] + images * COST["pixels_read"]
+        members.append(Member(["model=image_pixels", "seed=0", *only_pixels], why, pixels))
+    return members + [
         Member([*tune, "seed=0"], f"finetuned end to end at {px} px, backbone at 1/10 LR", cost),
         Member([*tune, "seed=1"], "a second finetune seed: finetunes differ more than heads", cost, 1),
         Member(

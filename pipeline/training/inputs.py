@@ -80,7 +80,7 @@ def image_datasets(comp, backbone: Backbone, mcfg, rows: dict, tab: dict, y: np.
     """Lazy image datasets for a fold: augmented train, plain val and test, normalized as the backbone needs."""
     size = mcfg.backbone.input_size
     paths = image_paths(comp, comp.train)
-    stats = (backbone.mean, backbone.std) if backbone.pretrained else None
+    stats = (backbone.mean, backbone.std) if backbone.own_stats else None
     mean, std = normalization(stats, [paths[i] for i in rows["train"]], size)
     plain = build_transform(size, mean, std)
     aug = build_transform(size, mean, std, mcfg.augment)
