@@ -48,6 +48,7 @@ MEMBERS = {  # name: (competition kind, overrides)
     "text_finetune": ("text", ["model=text", "data.max_length=16", "model.finetune=full"]),
     "image_frozen_tta": ("image", ["model=image", "model.tta=true"]),
     "image_finetune": ("image", ["model=image", "model.finetune=full"]),
+    "image_pixels": ("image", ["model=image_pixels"]),
 }
 
 
@@ -57,7 +58,7 @@ def train(make_comp, tmp_path, kind: str, overrides: list[str], assets: dict) ->
     extra = []
     if kind == "text":
         extra = [f"model.backbone.name={assets['bert']}"] if "model=text" in overrides else []
-    if kind == "image":
+    if kind == "image" and "model=image_pixels" not in overrides:
         extra = ["model.backbone.name=resnet18", f"model.backbone.weights={assets['resnet']}"]
         extra += ["model.backbone.input_size=32"]
     cfg = comp_cfg(comp, *FAST, *overrides, *extra, out_dir=tmp_path / "out")

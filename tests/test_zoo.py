@@ -8,13 +8,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 from pipeline.data.tabular import skewed_positive
+from pipeline.models.backbones import image_backbone
 from pipeline.prepare import prepare
 from pipeline.train import fit
 from pipeline.training.auto import default_model, frozen_size, native_size, plan
-from pipeline.training.zoo import train_zoo
+from pipeline.training.zoo import compose_member, train_zoo
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,12 +61,34 @@ def test_mixed_plan_has_each_view_and_a_joined_one(make_comp, make_cfg):
     assert [m.tier for m in planned] == sorted(m.tier for m in planned)
 
 
-def test_image_plan_uses_native_size_and_finetunes(make_comp, make_cfg):
+def test_image_plan_uses_native_size_and_finetunes(make_comp, make_cfg, tmp_path):
     comp = prepare(make_cfg(make_comp(images=True))).comp
     planned = models(plan(comp, gpu=False, tt=[]))
     assert native_size("tf_efficientnet_lite0") == 224
     assert any("model.finetune=frozen" in p and "input_size=224" in p for p in planned)  # 60 images: cheap
     assert sum("model.finetune=full" in p for p in planned) >= 2  # two finetune seeds at least
+    assert any("model=image_pixels" in p for p in planned)  # the images' own pixels: another view
+    reg = make_comp(images=True, labels=(0.5, 1.7, 2.25, 3.1), name="reg")
+    regression = prepare(make_cfg(reg, f"paths.output_dir={tmp_path / 'reg'}")).comp
+    assert not any("model=image_pixels" in p for p in models(plan(regression, gpu=False, tt=[])))  # unmeasured
+
+
+def test_pixels_member_keeps_its_backbone_when_the_user_names_one(make_comp, make_cfg):
+    """`model.backbone.name=resnet18` on the command line is for the network members, not for the pixels one."""
+    comp = prepare(make_cfg(make_comp(images=True))).comp
+    member = next(m for m in plan(comp, gpu=False, tt=[]) if "model=image_pixels" in m.overrides)
+    user = ["data=mnist", "model.backbone.name=resnet18", "model.backbone.weights=hub", "model.backbone.input_size=64"]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        backbone = compose_member(user, member).model.backbone
+    assert (backbone.name, backbone.weights, backbone.input_size) == ("pixels", None, 28)
+
+
+def test_pixels_are_the_images_own_grey_levels(make_comp, make_cfg):
+    """`model.backbone.name=pixels`: no network, the grey level of each pixel at input_size, in [-1, 1]."""
+    backbone = image_backbone(make_cfg(make_comp(images=True), "model=image_pixels").model.backbone)
+    assert backbone.dim == 28 * 28 and not list(backbone.module.parameters())
+    image = torch.stack([torch.full((28, 28), v) for v in (-1.0, 0.0, 0.5)])[None]  # R, G, B planes
+    assert torch.allclose(backbone.module(image), torch.full((1, 28 * 28), -0.5 / 3))
 
 
 def test_skewed_positive():

@@ -215,7 +215,10 @@ def image_members(comp: Competition, gpu: bool, has_tab: bool, backbone: str, bu
         only_pixels = ["data.feature_cols=[]"] if has_tab else []
         why = "RBF SVM on the images' own grey levels at 28 px: no ImageNet features, other errors"
         pixels = k * k * COST["pixels_svm"] + images * COST["pixels_read"]
-        members.append(Member(["model=image_pixels", "seed=0", *only_pixels], why, pixels))
+        # the backbone keys spelled out: they win over a model.backbone.* the user gave for the other members
+        pix = ["model=image_pixels", "model.backbone.name=pixels", "model.backbone.weights=null"]
+        pix += ["model.backbone.input_size=28"]
+        members.append(Member([*pix, "seed=0", *only_pixels], why, pixels))
     return members + [
         Member([*tune, "seed=0"], f"finetuned end to end at {px} px, backbone at 1/10 LR", cost),
         Member([*tune, "seed=1"], "a second finetune seed: finetunes differ more than heads", cost, 1),
