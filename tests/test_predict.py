@@ -49,6 +49,7 @@ MEMBERS = {  # name: (competition kind, overrides)
     "image_frozen_tta": ("image", ["model=image", "model.tta=true"]),
     "image_finetune": ("image", ["model=image", "model.finetune=full"]),
     "image_pixels": ("image", ["model=image_pixels"]),
+    "image_scratch": ("image", ["model=image", "model.finetune=full", "model.backbone.weights=null"]),
 }
 
 
@@ -60,6 +61,7 @@ def train(make_comp, tmp_path, kind: str, overrides: list[str], assets: dict) ->
         extra = [f"model.backbone.name={assets['bert']}"] if "model=text" in overrides else []
     if kind == "image" and "model=image_pixels" not in overrides:
         extra = ["model.backbone.name=resnet18", f"model.backbone.weights={assets['resnet']}"]
+        extra = extra[:1] if "model.backbone.weights=null" in overrides else extra  # from scratch: per-fold means
         extra += ["model.backbone.input_size=32"]
     cfg = comp_cfg(comp, *FAST, *overrides, *extra, out_dir=tmp_path / "out")
     prep = prepare(cfg)
@@ -68,7 +70,7 @@ def train(make_comp, tmp_path, kind: str, overrides: list[str], assets: dict) ->
     return ModelFolder(prep.out_dir / "models" / metrics["model_id"]), info, comp
 
 
-SLOW = ("text_finetune", "image_finetune")  # the same code paths as the frozen ones, plus backbone weights
+SLOW = ("text_finetune", "image_finetune", "image_scratch")  # the frozen ones' code paths, plus backbone weights
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.slow] * (n in SLOW)) for n in MEMBERS])

@@ -104,24 +104,34 @@ def device_of(accelerator: str) -> torch.device:
     return torch.device("cuda" if uses_gpu(accelerator) else "cpu")
 
 
-@torch.inference_mode()
 def predict_net(cfg, net: nn.Module, ds: Dataset) -> np.ndarray:
-    """A torch model's predictions of every row of a dataset, in row order, in the metric's units: in eval mode, on
-    `trainer.accelerator`, in `trainer.precision` as Lightning applies it (mixed: autocast; true: the model and the
-    float inputs in that type); texts batched by length. The model is left on the CPU in float32."""
+    """A torch model's predictions of every row of a dataset (`predict_nets` with one model)."""
+    return predict_nets(cfg, [net], ds)[0]
+
+
+@torch.inference_mode()
+def predict_nets(cfg, nets: list[nn.Module], ds: Dataset) -> list[np.ndarray]:
+    """Each torch model's predictions of every row of a dataset, in row order, in the metric's units, in one pass
+    over the rows (every model on each batch: a member's fold models read and transform each image once, not once
+    a fold). In eval mode, on `trainer.accelerator`, in `trainer.precision` as Lightning applies it (mixed:
+    autocast; true: the models and the float inputs in that type); texts batched by length. The models are left on
+    the CPU in float32."""
     t = cfg.trainer
     order = length_order(ds)
     data = predict_loader(cfg, ds, order)
     device, precision = device_of(t.accelerator), str(t.precision)
     cast = CAST.get(precision)
-    net.eval().to(device, dtype=cast)
-    out = []
+    for net in nets:
+        net.eval().to(device, dtype=cast)
+    out = [[] for _ in nets]
     for batch in data:
         batch = {k: _to(v, device, cast) for k, v in batch.items()}
         with torch.autocast(device.type, dtype=AUTOCAST.get(precision), enabled=precision in AUTOCAST):
-            out.append(net.predict_batch(batch).float().cpu())
-    net.to("cpu", dtype=torch.float32)
-    return in_row_order(torch.cat(out).numpy(), order)
+            for o, net in zip(out, nets, strict=True):
+                o.append(net.predict_batch(batch).float().cpu())
+    for net in nets:
+        net.to("cpu", dtype=torch.float32)
+    return [in_row_order(torch.cat(o).numpy(), order) for o in out]
 
 
 def _to(value, device: torch.device, cast: torch.dtype | None):

@@ -18,7 +18,7 @@ from pipeline.data.contract import Competition
 from pipeline.metrics import get_metric
 from pipeline.models.backbones import build_backbone
 from pipeline.training.estimators import predict_sklearn, sklearn_inputs
-from pipeline.training.inference import build_model, predict_net
+from pipeline.training.inference import build_model, predict_net, predict_nets
 from pipeline.training.inputs import test_dataset, test_embeddings
 from pipeline.training.targets import TARGET_TRANSFORMS, to_target
 
@@ -74,12 +74,6 @@ def frozen_test_embeddings(cfg: DictConfig, comp: Competition, state: dict) -> d
     return _EMBEDDINGS[digest]
 
 
-def unweighted(backbone: DictConfig) -> DictConfig:
-    """A backbone config that builds the network without reading pretrained weights (a finetuned fold's state
-    replaces every one of them: mnist's 20 finetuned folds read the ImageNet file 20 times, ~1 s)."""
-    return OmegaConf.merge(backbone, {"weights": None})
-
-
 def predict_member(folder: ModelFolder, info: dict, test: pd.DataFrame, image_dir: str | None = None) -> np.ndarray:
     """(rows, columns) predictions of `test` by the member in `folder`, in the target's units."""
     cfg = with_local_sources(folder.read_config(), folder.path.parent.parent)
@@ -87,13 +81,18 @@ def predict_member(folder: ModelFolder, info: dict, test: pd.DataFrame, image_di
     _, inverse = TARGET_TRANSFORMS[cfg.model.get("target_transform", TargetTransform.NONE)]
     has_backbone = cfg.model.kind in BACKBONE_KINDS
     frozen = cfg.model.get("finetune") == Finetune.FROZEN
+    folds = [folder.read_fold_model(k) for k in folder.fold_ids()]
+    if has_backbone and not frozen and one_input(folds):  # one pass over the rows, every fold model on each batch
+        backbones = [finetuned_backbone(cfg) for _ in folds]
+        nets = [fold_net(cfg, comp, b, state, weights) for b, (state, weights) in zip(backbones, folds, strict=True)]
+        raw = predict_nets(cfg, nets, test_dataset(cfg, comp, backbones[0], folds[0][0], None))
+        return np.mean([to_target(p, s["y_range"], inverse) for p, (s, _) in zip(raw, folds, strict=True)], axis=0)
     backbone, emb, preds = None, None, []
-    for k in folder.fold_ids():
-        state, weights = folder.read_fold_model(k)
+    for state, weights in folds:
         if has_backbone and frozen and emb is None:  # one embedding pass serves every fold, and every member alike
             emb = frozen_test_embeddings(cfg, comp, state)
-        elif has_backbone and not frozen and backbone is None:  # built once, without its pretrained weights:
-            backbone = build_backbone(cfg.model.kind, unweighted(cfg.model.backbone))  # each fold loads all its own
+        elif has_backbone and not frozen:
+            backbone = finetuned_backbone(cfg)
         ds = test_dataset(cfg, comp, backbone, state, emb)
         if weights is None:
             est = state["estimator"]
@@ -101,9 +100,26 @@ def predict_member(folder: ModelFolder, info: dict, test: pd.DataFrame, image_di
                 x = sklearn_inputs(est, ds, state["categorical"], cfg.model.get("sparse_input", False))
                 pred = predict_sklearn(est, comp, x)
         else:
-            net = build_model(cfg, comp, backbone, state["in_dim"])
-            net.load_state_dict(weights)
-            net.y_mean, net.y_std = state["y_scale"]
-            pred = predict_net(cfg, net, ds)
+            pred = predict_net(cfg, fold_net(cfg, comp, backbone, state, weights), ds)
         preds.append(to_target(pred, state["y_range"], inverse))
     return np.mean(preds, axis=0)
+
+
+def finetuned_backbone(cfg: DictConfig):
+    """A finetuned fold's backbone, built without reading its pretrained weights: the fold's state replaces every
+    one of them (mnist's 20 finetuned folds read the ImageNet file 20 times, ~1 s)."""
+    return build_backbone(cfg.model.kind, OmegaConf.merge(cfg.model.backbone, {"weights": None}))
+
+
+def one_input(folds: list[tuple[dict, dict | None]]) -> bool:
+    """True when every fold model reads the same test inputs: no tabular features (fitted per fold), and one image
+    normalization (a pretrained backbone's own; from scratch, each fold has its training images' mean)."""
+    first = folds[0][0]
+    return all(s.get("tab") is None and s.get("norm") == first.get("norm") for s, _ in folds)
+
+
+def fold_net(cfg: DictConfig, comp: Competition, backbone, state: dict, weights: dict) -> torch.nn.Module:
+    net = build_model(cfg, comp, backbone, state["in_dim"])
+    net.load_state_dict(weights)
+    net.y_mean, net.y_std = state["y_scale"]
+    return net
