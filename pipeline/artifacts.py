@@ -204,32 +204,52 @@ TYPES = "trusted-types.json"  # in the skops zip beside skops' own entries: its 
 def load_safe(path: Path) -> dict:
     """A skops file whose types all come from the trusted libraries (refused otherwise: it could run code).
 
-    The file lists its types (written by `dump_safe`), so skops audits it once, while it loads: a type the list
-    leaves out is refused by skops, one outside the trusted libraries here. Files without the list are audited
-    first, then loaded (twice the work)."""
+    The file lists its types (written by `dump_safe`), so skops audits it once, while it loads: a type outside the
+    trusted libraries is refused here, one the list leaves out by skops. Files without the list, or whose list
+    leaves types out (written where skops trusted every scikit-learn estimator by default, or forged), are audited
+    whole, then loaded (twice the work)."""
     import zipfile
 
-    from skops import io as skops_io
-
+    skops_io = _skops_io()
     data = Path(path).read_bytes()
     with zipfile.ZipFile(io.BytesIO(data)) as z:
-        listed = TYPES in z.namelist()
-        types = json.loads(z.read(TYPES)) if listed else skops_io.get_untrusted_types(data=data)
+        types = json.loads(z.read(TYPES)) if TYPES in z.namelist() else None
+    if types is not None:
+        try:
+            return skops_io.loads(data, trusted=_checked(types, path))
+        except skops_io.exceptions.UntrustedTypesFoundException:
+            pass
+    return skops_io.loads(data, trusted=_checked(skops_io.get_untrusted_types(data=data), path))
+
+
+def _checked(types: list[str], path: Path) -> list[str]:
     foreign = [t for t in types if not t.startswith(TRUSTED)]
     if foreign:
         raise UserError(f"{path} holds types outside the trusted libraries ({', '.join(foreign[:3])}): not loaded")
+    return types
+
+
+@functools.cache
+def _skops_io():
+    """skops.io, imported without the walk over every scikit-learn module that its import makes to list the
+    estimators it trusts by default (0.4 s, and torch's import through sklearn.externals: 1.2 s more). Our files list
+    their types themselves (`dump_safe`) and `load_safe` trusts exactly those, so that default list is not needed."""
+    import sklearn.utils
+
+    walk = sklearn.utils.all_estimators
+    sklearn.utils.all_estimators = lambda type_filter=None: []  # skops reads it once, while it is imported
     try:
-        return skops_io.loads(data, trusted=types)
-    except skops_io.exceptions.UntrustedTypesFoundException as e:
-        raise UserError(f"{path} holds types its list leaves out ({e}): not loaded") from None
+        from skops import io as skops_io
+    finally:
+        sklearn.utils.all_estimators = walk
+    return skops_io
 
 
 def dump_safe(obj: dict, path: Path) -> Path:
     """`obj` (with the format and library versions added) as a skops file listing its types, atomically."""
     import zipfile
 
-    from skops import io as skops_io
-
+    skops_io = _skops_io()
     payload = {"format": FORMAT, "versions": dict(library_versions())} | obj
     data = io.BytesIO(skops_io.dumps(payload))
     types = skops_io.get_untrusted_types(data=data.getvalue())

@@ -53,7 +53,9 @@ def predict_rows(out_dir: Path, info: dict, saved: dict, test, image_dir: str | 
     from pipeline.training.predictor import predict_member
 
     members = tqdm(needed_members(saved), desc="members", unit="member", disable=not progress)
-    preds = {m: predict_member(model_folder(out_dir, m), info, test, image_dir).reshape(len(test), -1) for m in members}
+    shared = {}  # what several members compute alike for these rows, computed once (`test_dataset`)
+    preds = {m: predict_member(model_folder(out_dir, m), info, test, image_dir, shared) for m in members}
+    preds = {m: p.reshape(len(test), -1) for m, p in preds.items()}
     shape = next(iter(preds.values())).shape
     P = np.stack([preds.get(m, np.zeros(shape)) for m in saved["members"]])  # the others have no say: zeros
     return apply_ensemble(saved, P.astype(np.float32), test)

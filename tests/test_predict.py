@@ -4,6 +4,8 @@ and rows in another order and subset get the same numbers."""
 import io
 import json
 import shutil
+import subprocess
+import sys
 import zipfile
 from fractions import Fraction
 
@@ -12,11 +14,12 @@ import pandas as pd
 import pytest
 import timm
 import torch
-from conftest import build_cfg, comp_cfg
+from conftest import ROOT, build_cfg, comp_cfg
 from skops import io as skops_io
 
 from pipeline import ensemble, predict
 from pipeline.artifacts import TYPES, ModelFolder, load_safe
+from pipeline.data.tabular import TabularFeatures
 from pipeline.ensembling.methods import Selected
 from pipeline.ensembling.saved import load_ensemble, needed_members
 from pipeline.errors import UserError
@@ -167,3 +170,48 @@ def test_hub_weights_offline_name_the_local_file_fix(monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # as on Kaggle with the internet off
     with pytest.raises(UserError, match=r"model\.backbone\.weights=<local file or folder>"):
         image_backbone(OmegaConf.create({"name": "resnet18", "weights": "hub"}))
+
+
+def test_members_fitted_alike_share_their_tabular_features(make_comp, tmp_path, monkeypatch):
+    """Two seeds of a member fit the same transformer on each fold: predict transforms the rows once a fold."""
+    comp = make_comp(n_train=60, n_test=20)
+    out, folders = tmp_path / "out", []
+    for seed in (0, 1):
+        cfg = comp_cfg(comp, *FAST, "model=tabular_lgbm", f"seed={seed}", out_dir=out)
+        folders.append(ModelFolder(out / "models" / train_job(cfg, prepare(cfg))["model_id"]))
+    info, calls = json.loads((out / "competition.json").read_text()), []
+    transform = TabularFeatures.transform
+    monkeypatch.setattr(TabularFeatures, "transform", lambda self, df: calls.append(1) or transform(self, df))
+    shared = {}
+    for folder in folders:
+        got = predict_member(folder, info, comp.test, shared=shared)
+        np.testing.assert_allclose(got[:, 1], pd.read_csv(folder.test)["yes"], atol=1e-6)
+    assert len(calls) == 2  # 2 folds, 2 members
+
+
+def test_fold_file_whose_list_leaves_out_default_trusted_types_still_loads(make_comp, tmp_path):
+    """Files written where skops trusted every scikit-learn estimator by default list only the other types; a fresh
+    process (which imports skops without that default list, and without torch) audits them whole and loads them,
+    and the files it writes list the scikit-learn types too (loaded in one pass)."""
+    folder, _, _ = train(make_comp, tmp_path, "tab", ["model=tabular_lgbm"], {})
+    path = folder.fold(0).with_suffix(".skops")
+    old = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(path.read_bytes())) as src, zipfile.ZipFile(old, "w") as dst:
+        for item in src.infolist():
+            body = src.read(item)
+            if item.filename == TYPES:
+                body = json.dumps([t for t in json.loads(body) if not t.startswith("sklearn.")]).encode()
+            dst.writestr(item, body)
+    path.write_bytes(old.getvalue())
+    new = tmp_path / "new.skops"
+    code = f"""import json, sys, zipfile
+from pipeline.artifacts import TYPES, dump_safe, load_safe
+state = load_safe({str(path)!r})
+assert "torch" not in sys.modules
+dump_safe({{"estimator": state["estimator"]}}, {str(new)!r})
+listed = json.loads(zipfile.ZipFile({str(new)!r}).read(TYPES))
+print(type(state["estimator"]).__name__, any(t.startswith("sklearn.") for t in listed))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["LGBMClassifier", "True"]

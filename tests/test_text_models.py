@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import comp_cfg
 
+from pipeline.data.tfidf import build_vectorizer, counted_tfidf, tfidf_features
 from pipeline.errors import UserError
 from pipeline.models.backbones import text_backbone
 from pipeline.prepare import prepare
@@ -137,3 +138,20 @@ def test_nb_member_trains_end_to_end(make_comp, tmp_path, labels):
     assert metrics["model_id"].startswith("tfidf-nblogisticregression-s0-")
     test = pd.read_csv(folder / "test.csv")
     assert np.allclose(test.iloc[:, 1:].sum(axis=1), 1) and test.iloc[:, 1:].std().min() > 0
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_counted_tfidf_is_the_vectorizers_own_transform_bit_for_bit(binary):
+    """Predict counts the rows' n-grams once and maps them to each fold's vocabulary: the same matrix as
+    `transform`, and a vectorizer that splits text alike (other vocabulary settings) reuses the counts."""
+    texts = pd.Series(["A good film.", "a bad, BAD film", None, "good good fun", UNSEEN, "", "fun film"])
+    counted, fitted = {}, []
+    for settings in ({"min_df": 1}, {"min_df": 1, "max_features": 5, "sublinear_tf": False}):
+        v = build_vectorizer(**settings).set_params(word__binary=binary, char__binary=binary)
+        tfidf_features(v, texts, train_rows=np.arange(4))
+        got, want = counted_tfidf(v, texts, counted), v.transform(texts.fillna("").astype(str)).tocsr()
+        assert got.shape == want.shape and (got.indptr == want.indptr).all() and (got.indices == want.indices).all()
+        assert (got.data == want.data).all()
+        fitted.append(v)
+    assert len(counted) == 2  # word and char_wb n-grams, counted once for both vectorizers
+    assert counted_tfidf(fitted[0], texts[4:5], {}).nnz == 0  # n-grams no fold has seen: an empty row

@@ -4,8 +4,11 @@ and frozen-backbone embeddings computed once, cached on disk and shared by every
 import hashlib
 import json
 import logging
+import pickle
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import hydra
 import numpy as np
@@ -21,7 +24,7 @@ from pipeline.data.contract import Competition
 from pipeline.data.image import ImageDataset, build_transform, normalization
 from pipeline.data.tabular import TabularFeatures, split_columns
 from pipeline.data.text import TextDataset, tokenize, trim_collate
-from pipeline.data.tfidf import pack, tfidf_features, unpack
+from pipeline.data.tfidf import counted_tfidf, pack, tfidf_features, unpack
 from pipeline.errors import UserError
 from pipeline.models.backbones import Backbone, is_local
 from pipeline.models.weights import resolve_path
@@ -267,13 +270,27 @@ def _norm(transform) -> tuple[list, list]:
     return [float(v) for v in t.mean], [float(v) for v in t.std]
 
 
-def test_dataset(cfg, comp: Competition, backbone: Backbone | None, fitted: dict, emb: dict | None) -> Dataset:
+def once(shared: dict, key, compute: Callable[[], Any]) -> Any:
+    """`shared[key]`, computed the first time it is asked for."""
+    if key not in shared:
+        shared[key] = compute()
+    return shared[key]
+
+
+def test_dataset(
+    cfg, comp: Competition, backbone: Backbone | None, fitted: dict, emb: dict | None, shared: dict
+) -> Dataset:
     """`comp.test` as one fold's model reads it, through that fold's fitted preprocessing (`fold_datasets`'s
-    `fitted`); `emb`: the test rows' frozen-backbone embeddings (`test_embeddings`)."""
+    `fitted`); `emb`: the test rows' frozen-backbone embeddings (`test_embeddings`). `shared`: what the fold models
+    of every member predicting these rows compute once (`once`): the tabular features of a fitted transformer that
+    other members fitted alike (the same columns, encoding and folds), and the TF-IDF's n-gram counts."""
     mcfg = cfg.model
-    tab = fitted["tab"].transform(comp.test) if fitted.get("tab") is not None else None
+    tab = None
+    if fitted.get("tab") is not None:
+        key = ("tab", hashlib.sha256(pickle.dumps(fitted["tab"])).hexdigest())  # equal bytes: the same statistics
+        tab = once(shared, key, lambda: fitted["tab"].transform(comp.test))
     if mcfg.kind == ModelKind.TFIDF:
-        x = tfidf_features(unpack(fitted["tfidf"]), comp.test[comp.text_col])
+        x = counted_tfidf(unpack(fitted["tfidf"]), comp.test[comp.text_col], shared)
         return ArrayDataset({"tfidf": x, "tab": tab})
     if mcfg.kind not in BACKBONE_KINDS:
         return ArrayDataset({"tab": tab})

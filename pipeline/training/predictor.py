@@ -19,7 +19,7 @@ from pipeline.metrics import get_metric
 from pipeline.models.backbones import build_backbone
 from pipeline.training.estimators import predict_sklearn, sklearn_inputs
 from pipeline.training.inference import build_model, predict_net, predict_nets
-from pipeline.training.inputs import test_dataset, test_embeddings
+from pipeline.training.inputs import once, test_dataset, test_embeddings
 from pipeline.training.targets import TARGET_TRANSFORMS, to_target
 
 log = logging.getLogger(__name__)
@@ -59,23 +59,24 @@ def with_local_sources(cfg: DictConfig, out_dir: Path) -> DictConfig:
     return cfg
 
 
-_EMBEDDINGS: dict[str, dict] = {}  # this process's frozen-backbone embeddings of the rows to predict
-
-
-def frozen_test_embeddings(cfg: DictConfig, comp: Competition, state: dict) -> dict:
+def frozen_test_embeddings(cfg: DictConfig, comp: Competition, state: dict, shared: dict) -> dict:
     """The test rows' embeddings by the member's frozen backbone, computed once per backbone, input size,
     normalization, TTA and rows (members that differ only in their heads share them, as in training)."""
     column = comp.test[comp.text_col if cfg.model.kind == ModelKind.TEXT else comp.image_col]
     spec = [OmegaConf.to_container(cfg.model.backbone), state.get("norm"), cfg.model.tta, cfg.data.get("max_length")]
     spec.append(str(comp.image_dir))  # the same file names in another folder are other images
     digest = hashlib.sha256(json.dumps([spec, column.astype(str).tolist()], default=str).encode()).hexdigest()
-    if digest not in _EMBEDDINGS:
-        _EMBEDDINGS[digest] = test_embeddings(cfg, comp, build_backbone(cfg.model.kind, cfg.model.backbone), state)
-    return _EMBEDDINGS[digest]
+    backbone = cfg.model.kind, cfg.model.backbone
+    return once(shared, ("embeddings", digest), lambda: test_embeddings(cfg, comp, build_backbone(*backbone), state))
 
 
-def predict_member(folder: ModelFolder, info: dict, test: pd.DataFrame, image_dir: str | None = None) -> np.ndarray:
-    """(rows, columns) predictions of `test` by the member in `folder`, in the target's units."""
+def predict_member(
+    folder: ModelFolder, info: dict, test: pd.DataFrame, image_dir: str | None = None, shared: dict | None = None
+) -> np.ndarray:
+    """(rows, columns) predictions of `test` by the member in `folder`, in the target's units. `shared`: what the
+    members predicting these same rows compute once (`test_dataset`, frozen embeddings); `predict_rows` passes
+    one to all its members."""
+    shared = {} if shared is None else shared
     cfg = with_local_sources(folder.read_config(), folder.path.parent.parent)
     comp = member_competition(info, cfg.data, test, image_dir)
     _, inverse = TARGET_TRANSFORMS[cfg.model.get("target_transform", TargetTransform.NONE)]
@@ -85,15 +86,15 @@ def predict_member(folder: ModelFolder, info: dict, test: pd.DataFrame, image_di
     if has_backbone and not frozen and one_input(folds):  # one pass over the rows, every fold model on each batch
         backbones = [finetuned_backbone(cfg) for _ in folds]
         nets = [fold_net(cfg, comp, b, state, weights) for b, (state, weights) in zip(backbones, folds, strict=True)]
-        raw = predict_nets(cfg, nets, test_dataset(cfg, comp, backbones[0], folds[0][0], None))
+        raw = predict_nets(cfg, nets, test_dataset(cfg, comp, backbones[0], folds[0][0], None, shared))
         return np.mean([to_target(p, s["y_range"], inverse) for p, (s, _) in zip(raw, folds, strict=True)], axis=0)
     backbone, emb, preds = None, None, []
     for state, weights in folds:
         if has_backbone and frozen and emb is None:  # one embedding pass serves every fold, and every member alike
-            emb = frozen_test_embeddings(cfg, comp, state)
+            emb = frozen_test_embeddings(cfg, comp, state, shared)
         elif has_backbone and not frozen:
             backbone = finetuned_backbone(cfg)
-        ds = test_dataset(cfg, comp, backbone, state, emb)
+        ds = test_dataset(cfg, comp, backbone, state, emb, shared)
         if weights is None:
             est = state["estimator"]
             with threadpool_limits(limits=torch.get_num_threads()):
