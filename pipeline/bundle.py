@@ -4,7 +4,8 @@ python -m pipeline.bundle data=adult            # make bundle ARGS="data=adult"
 
 It holds the project's wheel (configs inside), the competition's outputs that prediction reads (competition.json,
 ensemble.skops and the member folders the ensemble uses, without their training logs), the weights files those
-members load (copied in, so no package or hub is needed), and a README with the commands.
+members load (copied in, so no package or hub is needed; a finetuned image member's fold models hold all of its
+weights), and a README with the commands.
 """
 
 import logging
@@ -19,7 +20,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.choices import ModelKind
+from pipeline.choices import TRAINS_BACKBONE, ModelKind
 from pipeline.errors import UserError, user_errors
 from pipeline.schema import cli
 
@@ -29,12 +30,15 @@ NOT_IN_WHEELHOUSE = ("torch", "torchvision")  # a notebook image has its own wor
 
 
 def weights_source(cfg: DictConfig) -> tuple[str, str] | None:
-    """(config key, value) of the local weights file or folder a member loads; None for hub or random weights."""
+    """(config key, value) of the local weights file or folder a member loads; None for hub or random weights, and
+    for a finetuned image member: its fold models hold every weight (predict builds the network without the
+    pretrained file, `predictor.finetuned_backbone`)."""
     from pipeline.models.backbones import is_local
 
     if cfg.model.kind == ModelKind.IMAGE:
         value = cfg.model.backbone.get("weights")
-        return ("model.backbone.weights", value) if value and value != "hub" else None
+        finetuned = cfg.model.get("finetune") in TRAINS_BACKBONE
+        return ("model.backbone.weights", value) if value and value != "hub" and not finetuned else None
     if cfg.model.kind == ModelKind.TEXT:
         value = cfg.model.backbone.name
         if not is_local(value):
@@ -50,6 +54,8 @@ def copy_member(src: Path, dest: Path, weights: dict[str, str]) -> None:
 
     cfg = OmegaConf.load(src / "config.yaml")
     source = weights_source(cfg)
+    if cfg.model.kind == ModelKind.IMAGE and cfg.model.get("finetune") in TRAINS_BACKBONE:
+        OmegaConf.update(cfg, "model.backbone.weights", None)  # not read: the fold models hold every weight
     if source:
         key, value = source
         path = resolve_path(value)

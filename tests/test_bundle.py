@@ -11,12 +11,27 @@ import pytest
 import timm
 import torch
 from conftest import build_cfg, comp_cfg
+from omegaconf import OmegaConf
 
 from pipeline import bundle, ensemble
 from pipeline.prepare import prepare
 from pipeline.training.job import train_job
 
 FAST = ["trainer.max_epochs=2", "trainer.progress_bar=false", "trainer.batch_size=16", "cv.n_folds=2"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "finetune", "expected"),
+    [
+        ("image", "frozen", ("model.backbone.weights", "w.pth")),
+        ("image", "full", None),  # the fold models hold every weight
+        ("image", "probe_then_full", None),
+        ("tabular", None, None),
+    ],
+)
+def test_bundle_copies_the_weights_a_member_reads(kind, finetune, expected):
+    cfg = OmegaConf.create({"model": {"kind": kind, "finetune": finetune, "backbone": {"weights": "w.pth"}}})
+    assert bundle.weights_source(cfg) == expected
 
 
 @pytest.mark.slow
