@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import timm
 import torch
-from conftest import comp_cfg
+from conftest import build_cfg, comp_cfg
 
 from pipeline.errors import UserError
 from pipeline.models.backbones import image_backbone
@@ -367,3 +367,9 @@ def test_texts_are_predicted_by_length_and_returned_in_row_order():
     trainer = {"accelerator": "cpu", "precision": "32-true", "predict_batch_size": 4, "num_workers": 0}
     cfg = OmegaConf.create({"trainer": trainer})
     np.testing.assert_array_equal(predict_net(cfg, model, ds), expected)
+
+
+@pytest.mark.parametrize(("accelerator", "rows"), [("cpu", 64), ("gpu", 256)])
+def test_predict_batch_size_follows_the_device(accelerator, rows):
+    """A CPU predicts and embeds faster in batches of 64 (they stay in its caches), a GPU in batches of 256."""
+    assert build_cfg(f"trainer.accelerator={accelerator}").trainer.predict_batch_size == rows

@@ -1,10 +1,15 @@
 """Devices: GPU defaults chosen when a GPU is present, and how a global batch is shared among devices (DDP itself:
 `pipeline/training/ddp.py`).
 
-`trainer.precision`, `trainer.num_workers` and `trainer.deterministic` default to `${device:<key>,${.accelerator}}`:
-resolved when read, so the saved config (and the model id) holds the value used: on the CPU 32-true, 0 workers,
-deterministic (as before); on a GPU bf16-mixed (16-mixed on cards without bf16), one loader process per core of
-the job (at most 8), cuDNN's fast kernels. Loaders pin memory on a GPU.
+`trainer.precision`, `trainer.num_workers`, `trainer.deterministic` and `trainer.predict_batch_size` default to
+`${device:<key>,${.accelerator}}`: resolved when read, so the saved config (and the model id) holds the value used:
+on the CPU 32-true, 0 workers, deterministic (as before), 64 rows a batch when predicting or embedding; on a GPU
+bf16-mixed (16-mixed on cards without bf16), one loader process per core of the job (at most 8), cuDNN's fast
+kernels, 256 rows. Loaders pin memory on a GPU.
+
+On 2 CPU cores, 64 rows instead of 256 (same numbers, to float rounding): MiniLM over rotten's 2,551 test texts
+11.0 s -> 8.1 s; an EfficientNet-Lite0 over mnist's 1,000 test images at 224 px 10.2-12.6 s -> 8.5 s, and a
+finetuned one's 5 fold models at 160 px 3.3-3.7 s -> 2.0 s.
 """
 
 import torch
@@ -27,6 +32,8 @@ def device_default(key: str, accelerator: str = "auto"):
         return not gpu
     if key == "num_workers":  # the job's share of the cores (torch threads: `threads`, or cores / parallel jobs)
         return min(MAX_WORKERS, torch.get_num_threads()) if gpu else 0
+    if key == "predict_batch_size":  # a CPU runs smaller batches faster (they stay in its caches), a GPU larger ones
+        return 256 if gpu else 64
     raise KeyError(f"no device default for trainer.{key}")
 
 
