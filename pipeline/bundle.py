@@ -37,8 +37,7 @@ def weights_source(cfg: DictConfig) -> tuple[str, str] | None:
 
     if cfg.model.kind == ModelKind.IMAGE:
         value = cfg.model.backbone.get("weights")
-        finetuned = cfg.model.get("finetune") in TRAINS_BACKBONE
-        return ("model.backbone.weights", value) if value and value != "hub" and not finetuned else None
+        return ("model.backbone.weights", value) if value and value != "hub" and not finetuned_image(cfg) else None
     if cfg.model.kind == ModelKind.TEXT:
         value = cfg.model.backbone.name
         if not is_local(value):
@@ -48,13 +47,17 @@ def weights_source(cfg: DictConfig) -> tuple[str, str] | None:
     return None
 
 
+def finetuned_image(cfg: DictConfig) -> bool:
+    return cfg.model.kind == ModelKind.IMAGE and cfg.model.get("finetune") in TRAINS_BACKBONE
+
+
 def copy_member(src: Path, dest: Path, weights: dict[str, str]) -> None:
     """The files prediction reads: config.yaml (weights paths made bundle-relative), metrics.json, fold models."""
     from pipeline.models.weights import resolve_path
 
     cfg = OmegaConf.load(src / "config.yaml")
     source = weights_source(cfg)
-    if cfg.model.kind == ModelKind.IMAGE and cfg.model.get("finetune") in TRAINS_BACKBONE:
+    if finetuned_image(cfg):
         OmegaConf.update(cfg, "model.backbone.weights", None)  # not read: the fold models hold every weight
     if source:
         key, value = source

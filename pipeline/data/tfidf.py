@@ -64,7 +64,8 @@ def counted_tfidf(vectorizer: FeatureUnion, texts: pd.Series, counted: dict) -> 
     texts = texts.fillna("").astype(str)
     blocks = []
     for _, v in vectorizer.transformer_list:
-        split = {k: v.get_params()[k] for k in SPLIT}
+        params = v.get_params()
+        split = {k: params[k] for k in SPLIT}
         key = ("ngrams", repr(split))
         if key not in counted:
             every = CountVectorizer(**split, dtype=v.dtype)  # every n-gram of these texts, none dropped
