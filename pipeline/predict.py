@@ -20,6 +20,29 @@ def needed_columns(info: dict) -> list[str]:
     return [info["id_col"], *(info.get("feature_cols") or []), *[c for c in (info["text_col"], info["image_col"]) if c]]
 
 
+def check_rows(test, info: dict, path: Path, image_dir: str | None, data) -> Path | None:
+    """The new rows pass the checks training's test file passed, before any member reads them: the columns, ids,
+    texts, images and numbers. Returns the folder of their images (`image_folder`), or None."""
+    from pipeline.data.contract import check_finite, check_ids, check_images, check_numeric, check_text, image_folder
+
+    missing = [c for c in needed_columns(info) if c not in test.columns]
+    if missing:
+        raise UserError(f"{path} lacks column {missing[0]!r}, which the members read: give the test file's columns")
+    check_ids(test, info["id_col"], path)
+    if info.get("text_col"):
+        check_text(test, info["text_col"], path)
+    check_numeric(test, info.get("numeric_cols") or [], path, info["train_csv"])
+    check_finite(test, info.get("feature_cols") or [], path)
+    folder = image_folder(info, data, image_dir)
+    if folder is None:
+        return None
+    if not folder.is_dir():
+        raise UserError(f"predict.image_dir={folder} is not a folder: give the folder of the images {path} names")
+    outside = bool(data.get("allow_outside_image_dir", False))
+    check_images(test, info["image_col"], folder, path, outside, key="predict.image_dir")
+    return folder
+
+
 def submission(pred, ids, info: dict, sample_path: str | None, out_dir: Path):
     """In the sample's format: its id order when it holds exactly these ids, else theirs in the file's order."""
     import numpy as np
@@ -37,7 +60,7 @@ def submission(pred, ids, info: dict, sample_path: str | None, out_dir: Path):
         return default_format(pred, ids, ctx)
     if not Path(sample_path).is_absolute() and (out_dir / sample_path).is_file():  # a bundle's own copy
         sample_path = str(out_dir / sample_path)
-    sample = read_csv(sample_path, "sample_submission")
+    sample = read_csv(sample_path, "predict.sample_submission")
     if set(sample[info["id_col"]].astype(str)) != set(ids.astype(str)) or len(sample) != len(ids):
         sample = sample_for(sample, ids, info["id_col"])
     return fill_sample(sample, pred, ids, ctx, Path(sample_path))
@@ -64,9 +87,9 @@ def predict_rows(out_dir: Path, info: dict, saved: dict, test, image_dir: str | 
 @hydra.main(config_path="conf", config_name="predict", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     # the stage's code (torch, the members' libraries) loads only when work starts: `--help` answers at once
-    from pipeline.artifacts import read_json, write_csv
+    from pipeline.artifacts import model_folder, read_json, write_csv
     from pipeline.data.contract import read_csv
-    from pipeline.ensembling.saved import load_ensemble
+    from pipeline.ensembling.saved import load_ensemble, needed_members
 
     with user_errors():
         out_dir, p = Path(cfg.paths.output_dir), cfg.predict
@@ -75,13 +98,10 @@ def main(cfg: DictConfig) -> None:
         info = read_json(out_dir / "competition.json")
         saved = load_ensemble(out_dir)
         test_csv = p.test_csv or info["test_csv"]
-        test = read_csv(test_csv, "test_csv")
-        missing = [c for c in needed_columns(info) if c not in test.columns]
-        if missing:
-            raise UserError(
-                f"{test_csv} lacks column {missing[0]!r}, which the members read: give the test file's columns"
-            )
-        pred = predict_rows(out_dir, info, saved, test, p.image_dir)
+        test = read_csv(test_csv, "predict.test_csv")
+        data = model_folder(out_dir, needed_members(saved)[0]).read_config().data  # alike in every member
+        image_dir = check_rows(test, info, Path(test_csv), p.image_dir, data)
+        pred = predict_rows(out_dir, info, saved, test, image_dir)
         sub = submission(
             pred, test[info["id_col"]].to_numpy(), info, p.sample_submission or info["sample_submission"], out_dir
         )

@@ -12,7 +12,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from pipeline.artifacts import write_json
-from pipeline.data.contract import Competition, load_competition
+from pipeline.data.contract import Competition, is_numeric, load_competition
 from pipeline.data.folds import load_or_build_folds
 from pipeline.errors import UserError, user_errors
 from pipeline.guard import clean_temp_files, watch
@@ -60,6 +60,7 @@ def competition_info(comp: Competition, meta: dict) -> dict:
         "folds_hash": meta["folds_hash"],
         "sample_submission": str(comp.sample_submission) if comp.sample_submission else None,
         "feature_cols": comp.feature_cols,
+        "numeric_cols": [c for c in comp.feature_cols if is_numeric(comp.train[c])],  # new rows must keep them so
         "image_col": comp.image_col,
         "text_col": comp.text_col,
     }

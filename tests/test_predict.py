@@ -215,3 +215,71 @@ print(type(state["estimator"]).__name__, any(t.startswith("sklearn.") for t in l
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["LGBMClassifier", "True"]
+
+
+def _corrupt(rows: pd.DataFrame, how: str) -> pd.DataFrame:
+    rows = rows.copy()
+    if how == "no column":
+        return rows.drop(columns="num")
+    if how == "empty id":
+        rows["id"] = rows["id"].astype(object)
+        rows.loc[2, "id"] = None
+    if how == "duplicated id":
+        rows.loc[2, "id"] = rows.loc[1, "id"]
+    if how in ("word in a number column", "infinite number"):
+        rows["num"] = rows["num"].astype(object)
+        rows.loc[2, "num"] = "abc" if how.startswith("word") else "inf"
+    if how == "missing text":
+        rows.loc[2, "text"] = None
+    if how == "missing image":
+        rows.loc[2, "image"] = "nope.png"
+    return rows
+
+
+NEW_ROWS = {  # corruption: the one line it gets
+    "no column": r"rows\.csv lacks column 'num', which the members read",
+    "empty id": r"rows\.csv line 4: empty id in column 'id'",
+    "duplicated id": r"rows\.csv line 4: duplicated id 41 in column 'id'",
+    "word in a number column": r"rows\.csv line 4: column 'num' holds 'abc', but it is a number in .*train\.csv",
+    "infinite number": r"rows\.csv line 4: column 'num' holds inf; features must be finite",
+    "missing text": r"rows\.csv line 4: text column 'text' holds nan; every row needs a non-empty string",
+    "missing image": r"rows\.csv line 4: image 'nope\.png' not found under .*images \(set predict\.image_dir",
+}
+
+
+@pytest.mark.parametrize("how", list(NEW_ROWS))
+def test_bad_new_rows_stop_with_one_line_naming_file_line_and_column(make_comp, tmp_path, how):
+    """The rows to predict pass the checks training's test file passed, against what training saw."""
+    comp = make_comp(text=True, images=True)
+    cfg = comp_cfg(comp, out_dir=tmp_path / "out")
+    prep = prepare(cfg)
+    info = json.loads((prep.out_dir / "competition.json").read_text())
+    path = tmp_path / "rows.csv"
+    _corrupt(comp.test, how).to_csv(path, index=False)
+    rows = pd.read_csv(path)
+    assert predict.check_rows(comp.test, info, path, None, cfg.data) == comp.images  # the intact rows pass
+    with pytest.raises(UserError, match=NEW_ROWS[how]):
+        predict.check_rows(rows, info, path, None, cfg.data)
+
+
+def test_bad_new_rows_are_refused_before_any_member_and_leave_no_file(make_comp, tmp_path, monkeypatch):
+    comp = make_comp(n_train=60, n_test=20)
+    out = tmp_path / "out"
+    data = [f"data.train_csv={comp.train_csv}", "data.target=y", f"paths.output_dir={out}", "data=csv"]
+    cfg = comp_cfg(comp, *FAST, "model=tabular_hgb", out_dir=out)
+    train_job(cfg, prepare(cfg))
+    ensemble.main(build_cfg(*data, entry="ensemble"))
+    _corrupt(comp.test, "word in a number column").to_csv(tmp_path / "rows.csv", index=False)
+    monkeypatch.setattr("pipeline.training.predictor.predict_member", lambda *a, **k: pytest.fail("member read"))
+    target = tmp_path / "pred.csv"
+    overrides = [*data, f"predict.test_csv={tmp_path / 'rows.csv'}", f"predict.output={target}"]
+    with pytest.raises(SystemExit) as exc:
+        predict.main(build_cfg(*overrides, entry="predict"))
+    assert exc.value.code == 2 and not target.exists()
+
+
+def test_a_test_file_word_in_a_number_column_is_refused_at_training(make_comp, tmp_path):
+    comp = make_comp()
+    _corrupt(comp.test, "word in a number column").to_csv(comp.test_csv, index=False)
+    with pytest.raises(UserError, match=r"test\.csv line 4: column 'num' holds 'abc', but it is a number in"):
+        prepare(comp_cfg(comp, out_dir=tmp_path / "out"))

@@ -42,11 +42,11 @@ class Competition:
     notes: list[str] = field(default_factory=list)
 
 
-def read_csv(path: str | Path, what: str) -> pd.DataFrame:
-    """Read a CSV with a clear error for a missing, empty or unparsable file."""
+def read_csv(path: str | Path, key: str) -> pd.DataFrame:
+    """Read a CSV with a clear error for a missing, empty or unparsable file; `key` is the setting that names it."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{what} file not found: {path} (set data.{what}=<path to the CSV>)")
+        raise UserError(f"{key} file not found: {path} (set {key}=<path to the CSV>)")
     try:
         df = pd.read_csv(path)
     except pd.errors.EmptyDataError as e:
@@ -168,7 +168,9 @@ def encode_target(y: pd.Series, task: str, path: Path, target: str, positive: ob
     return y.map(index).to_numpy(int), classes
 
 
-def check_images(df: pd.DataFrame, col: str, image_dir: Path, path: Path, outside: bool = False) -> None:
+def check_images(
+    df: pd.DataFrame, col: str, image_dir: Path, path: Path, outside: bool = False, key: str = "data.image_dir"
+) -> None:
     """Every image path must name a readable image under `image_dir` (headers only: cheap).
 
     Absolute paths and paths through '..' are refused unless `outside` (data.allow_outside_image_dir=true): a
@@ -179,20 +181,28 @@ def check_images(df: pd.DataFrame, col: str, image_dir: Path, path: Path, outsid
     for i, name in enumerate(df[col]):
         if not outside and isinstance(name, str) and (Path(name).is_absolute() or ".." in Path(name).parts):
             raise UserError(
-                f"{path} line {i + 2}: image path {name!r} leaves data.image_dir ({image_dir}); give paths "
+                f"{path} line {i + 2}: image path {name!r} leaves {key} ({image_dir}); give paths "
                 "relative to it, or set data.allow_outside_image_dir=true to read it anyway"
             )
         file = image_dir / str(name)
         if not isinstance(name, str) or not file.is_file():
             raise UserError(
                 f"{path} line {i + 2}: image {name!r} not found under {image_dir} "
-                "(set data.image_dir to the folder the paths are relative to)"
+                f"(set {key} to the folder the paths are relative to)"
             )
         try:
             with Image.open(file) as im:
                 im.verify()
         except (UnidentifiedImageError, OSError, SyntaxError) as e:
             raise UserError(f"{path} line {i + 2}: {file} is not a readable image ({e})") from e
+
+
+def image_folder(info: dict, data, given: str | Path | None = None) -> Path | None:
+    """Where a trained competition's rows' images are: `given` (predict.image_dir), else training's data.image_dir,
+    else the training file's folder (as `load_competition`); None without an image column."""
+    if not info.get("image_col"):
+        return None
+    return Path(given or data.get("image_dir") or Path(info["train_csv"]).parent)
 
 
 def check_text(df: pd.DataFrame, col: str, path: Path) -> None:
@@ -228,6 +238,23 @@ def _feature_columns(cfg, train: pd.DataFrame, test: pd.DataFrame, test_path: Pa
     return cols
 
 
+def is_numeric(s: pd.Series) -> bool:
+    """A numeric (or boolean) column: scaled as a number; any other column is a category."""
+    return pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)
+
+
+def check_numeric(df: pd.DataFrame, cols: list[str], path: Path, train_path: Path | str) -> None:
+    """Columns numeric in the training file must be numeric here too (a stray word would fail deep in a scaler)."""
+    for c in (c for c in cols if not is_numeric(df[c])):
+        s = df[c]
+        bad = s.notna() & pd.to_numeric(s, errors="coerce").isna()
+        if bad.any():
+            raise UserError(
+                f"{path} line {_line(df, bad)}: column '{c}' holds {show_value(s[bad].iloc[0])}, but it is a number "
+                f"in {train_path}: write a number, or leave the cell empty for a missing value"
+            )
+
+
 def check_finite(df: pd.DataFrame, cols: list[str], path: Path) -> None:
     """Numeric feature columns must not hold inf or -inf (empty cells are fine: they are imputed per fold)."""
     for c in cols:
@@ -242,7 +269,7 @@ def check_finite(df: pd.DataFrame, cols: list[str], path: Path) -> None:
 
 def check_sample(sample: Path, test: pd.DataFrame, id_col: str, test_path: Path) -> None:
     """The sample submission must hold exactly the test ids (in any order)."""
-    df = read_csv(sample, "sample_submission")
+    df = read_csv(sample, "data.sample_submission")
     if id_col not in df.columns:
         raise UserError(f"{sample} has no id column '{id_col}' (columns: {', '.join(map(str, df.columns[:10]))})")
     ids, test_ids = df[id_col].astype(str), set(test[id_col].astype(str))
@@ -258,7 +285,7 @@ def check_sample(sample: Path, test: pd.DataFrame, id_col: str, test_path: Path)
 def load_competition(cfg) -> Competition:
     """Read and validate a competition from its `data` config (see conf/data/csv.yaml)."""
     train_path, test_path = Path(cfg.train_csv), Path(cfg.test_csv)
-    train, test = read_csv(train_path, "train_csv"), read_csv(test_path, "test_csv")
+    train, test = read_csv(train_path, "data.train_csv"), read_csv(test_path, "data.test_csv")
     check_ids(train, cfg.id_col, train_path)
     check_ids(test, cfg.id_col, test_path)
     if cfg.target not in train.columns:
@@ -292,6 +319,7 @@ def load_competition(cfg) -> Competition:
     if sample:
         check_sample(Path(sample), test, cfg.id_col, test_path)
     feature_cols = _feature_columns(cfg, train, test, test_path)
+    check_numeric(test, [c for c in feature_cols if is_numeric(train[c])], test_path, train_path)
     check_finite(train, feature_cols, train_path)
     check_finite(test, feature_cols, test_path)
     return Competition(

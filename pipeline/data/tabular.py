@@ -16,6 +16,7 @@ from sklearn.preprocessing import (
 )
 
 from pipeline.choices import Encoding, Scaling
+from pipeline.data.contract import is_numeric
 from pipeline.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ def split_columns(
     numeric, categorical = [], []
     for c in cols:
         s = df[c]
-        is_num = pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)
+        is_num = is_numeric(s)
         n = s.nunique(dropna=True)
         consecutive = pd.api.types.is_integer_dtype(s) and n == len(s) and s.max() - s.min() == n - 1
         reason = (

@@ -14,7 +14,7 @@ from threadpoolctl import threadpool_limits
 
 from pipeline.artifacts import ModelFolder
 from pipeline.choices import BACKBONE_KINDS, Finetune, ModelKind, TargetTransform
-from pipeline.data.contract import Competition
+from pipeline.data.contract import Competition, image_folder
 from pipeline.metrics import get_metric
 from pipeline.models.backbones import build_backbone
 from pipeline.training.estimators import predict_sklearn, sklearn_inputs
@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 def member_competition(info: dict, data, test: pd.DataFrame, image_dir: str | None = None) -> Competition:
     """The competition as a member's fold models read it: competition.json's task and classes, the member's data
     config (columns, image folder) and the rows to predict as `test`. No training rows are needed."""
-    folder = image_dir or data.get("image_dir")
     return Competition(
         train=test.iloc[:0],
         test=test,
@@ -40,7 +39,7 @@ def member_competition(info: dict, data, test: pd.DataFrame, image_dir: str | No
         target=info["target"],
         feature_cols=list(info.get("feature_cols") or []),
         image_col=info.get("image_col"),
-        image_dir=Path(folder) if folder else None,
+        image_dir=image_folder(info, data, image_dir),
         text_col=info.get("text_col"),
     )
 
