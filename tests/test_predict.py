@@ -26,7 +26,7 @@ from pipeline.errors import UserError
 from pipeline.metrics import get_metric
 from pipeline.prepare import prepare
 from pipeline.training.job import train_job
-from pipeline.training.predictor import predict_member
+from pipeline.training.predictor import member_competition, predict_member
 
 FAST = ["trainer.max_epochs=2", "trainer.progress_bar=false", "trainer.batch_size=16", "cv.n_folds=2"]
 
@@ -283,3 +283,16 @@ def test_a_test_file_word_in_a_number_column_is_refused_at_training(make_comp, t
     _corrupt(comp.test, "word in a number column").to_csv(comp.test_csv, index=False)
     with pytest.raises(UserError, match=r"test\.csv line 4: column 'num' holds 'abc', but it is a number in"):
         prepare(comp_cfg(comp, out_dir=tmp_path / "out"))
+
+
+def test_images_beside_the_training_file_are_found_when_predicting(make_comp, tmp_path):
+    """data.image_dir=null: training reads image paths relative to train.csv's folder, and so does predict."""
+    comp = make_comp(images=True)
+    for df in (comp.train, comp.test):
+        df["image"] = "images/" + df["image"]
+    comp.write()
+    cfg = comp_cfg(comp, out_dir=tmp_path / "out")
+    cfg.data.image_dir = None
+    info = json.loads((prepare(cfg).out_dir / "competition.json").read_text())
+    assert predict.check_rows(comp.test, info, comp.test_csv, None, cfg.data) == comp.dir
+    assert member_competition(info, cfg.data, comp.test).image_dir == comp.dir
