@@ -98,7 +98,10 @@ def main(cfg: DictConfig) -> None:
         info = read_json(out_dir / "competition.json")
         saved = load_ensemble(out_dir)
         test_csv = p.test_csv or info["test_csv"]
-        test = read_csv(test_csv, "predict.test_csv")
+        numeric = info.get("numeric_cols")  # the other columns read as text, as training read them (older outputs
+        # lack the list: pandas guesses)
+        as_text = [] if numeric is None else [c for c in needed_columns(info) if c not in numeric]
+        test = read_csv(test_csv, "predict.test_csv", as_text)
         data = model_folder(out_dir, needed_members(saved)[0]).read_config().data  # alike in every member
         image_dir = check_rows(test, info, Path(test_csv), p.image_dir, data)
         pred = predict_rows(out_dir, info, saved, test, image_dir)

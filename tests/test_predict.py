@@ -296,3 +296,31 @@ def test_images_beside_the_training_file_are_found_when_predicting(make_comp, tm
     info = json.loads((prepare(cfg).out_dir / "competition.json").read_text())
     assert predict.check_rows(comp.test, info, comp.test_csv, None, cfg.data) == comp.dir
     assert member_competition(info, cfg.data, comp.test).image_dir == comp.dir
+
+
+def test_rows_whose_category_looks_numeric_get_the_same_predictions(make_comp, tmp_path):
+    """A category column with some numeric-looking values ('red', '0', '1'): a file holding only digits there reads
+    them as those categories (not as numbers, unseen in training), so its rows get the whole test file's numbers;
+    training's own test file is read alike."""
+    comp = make_comp(n_train=200, n_test=30)
+    for df in (comp.train, comp.test):
+        df["cat"] = np.where(df["id"] % 3 == 0, df["cat"], (df["id"] % 2).astype(str))
+    comp.train["y"] = np.where(comp.train["cat"] == "1", "yes", "no")
+    comp.write()
+    out = tmp_path / "out"
+    data = [f"data.train_csv={comp.train_csv}", "data.target=y", f"paths.output_dir={out}", "data=csv"]
+    cfg = comp_cfg(comp, *FAST, "model=tabular_lgbm", out_dir=out)
+    train_job(cfg, prepare(cfg))
+    ensemble.main(build_cfg(*data, entry="ensemble"))
+    digits = comp.test[comp.test["id"] % 3 != 0]
+    digits.to_csv(tmp_path / "digits.csv", index=False)
+    assert pd.read_csv(tmp_path / "digits.csv")["cat"].dtype.kind == "i"  # what pandas alone would read
+    for rows, target in ((comp.test_csv, "all.csv"), (tmp_path / "digits.csv", "digits.csv")):
+        overrides = [*data, f"predict.test_csv={rows}", f"predict.output={tmp_path / target}"]
+        predict.main(build_cfg(*overrides, entry="predict"))
+    whole = pd.read_csv(tmp_path / "all.csv").set_index("id")
+    got = pd.read_csv(tmp_path / "digits.csv").set_index("id")
+    pd.testing.assert_frame_equal(got, whole.loc[got.index], atol=1e-6)
+    assert whole["y"].loc[got.index].round().eq(got.index % 2).all()  # '1' -> yes: the category was recognized
+    comp.test[comp.test["id"] % 3 != 0].to_csv(comp.test_csv, index=False)  # training's test file: digits only
+    assert prepare(cfg).comp.test["cat"].tolist() == digits["cat"].tolist()

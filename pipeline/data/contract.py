@@ -42,13 +42,17 @@ class Competition:
     notes: list[str] = field(default_factory=list)
 
 
-def read_csv(path: str | Path, key: str) -> pd.DataFrame:
-    """Read a CSV with a clear error for a missing, empty or unparsable file; `key` is the setting that names it."""
+def read_csv(path: str | Path, key: str, as_text: list[str] | tuple = ()) -> pd.DataFrame:
+    """Read a CSV with a clear error for a missing, empty or unparsable file; `key` is the setting that names it.
+
+    `as_text`: columns kept as the file writes them, never parsed as numbers: the columns that are text in the
+    training file (categories, texts, paths, ids). Otherwise a test file whose `ticket` column happens to hold only
+    digits (a single row, say) would read `113803` where training read the category `'113803'`, unseen."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{key} file not found: {path} (set {key}=<path to the CSV>)")
     try:
-        df = pd.read_csv(path)
+        df = pd.read_csv(path, dtype=dict.fromkeys(as_text, str))
     except pd.errors.EmptyDataError as e:
         raise UserError(f"{path} is empty: it needs a header line and at least one row") from e
     except UnicodeDecodeError as e:
@@ -285,7 +289,8 @@ def check_sample(sample: Path, test: pd.DataFrame, id_col: str, test_path: Path)
 def load_competition(cfg) -> Competition:
     """Read and validate a competition from its `data` config (see conf/data/csv.yaml)."""
     train_path, test_path = Path(cfg.train_csv), Path(cfg.test_csv)
-    train, test = read_csv(train_path, "data.train_csv"), read_csv(test_path, "data.test_csv")
+    train = read_csv(train_path, "data.train_csv")
+    test = read_csv(test_path, "data.test_csv", [c for c in train.columns if not is_numeric(train[c])])
     check_ids(train, cfg.id_col, train_path)
     check_ids(test, cfg.id_col, test_path)
     if cfg.target not in train.columns:
