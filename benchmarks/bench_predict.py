@@ -2,6 +2,11 @@
 those rows (issue target: predict <= 1.2x), side by side in one run.
 
     .venv/bin/python benchmarks/bench_predict.py --name ames       # after make train / make ensemble for it
+    .venv/bin/python benchmarks/bench_predict.py --train ames --name ames-bench   # both sides in this one run
+
+The machine's speed drifts between sittings (mnist's same command: 22.8 s one day, 25 s another), and the training
+side is what the training run measured: `--train <demo>` first trains the demo's zoo and ensemble into a new
+outputs/<name>/ (`make train` + `make ensemble`), so that both sides are measured in this one run.
 
 The training side is what the run recorded: each member's `test_seconds` in metrics.json (the fold models
 predicting the test rows, summed over folds) plus, when a member of the ensemble reads frozen embeddings, the test
@@ -49,9 +54,15 @@ def training_side(out_dir: Path) -> tuple[float, int]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--name", default="ames", help="a competition under outputs/ with a trained ensemble")
+    p.add_argument("--train", metavar="DEMO", help="first train this demo's zoo and ensemble into outputs/<name>/")
     args = p.parse_args()
     os.chdir(ROOT)  # the members' data paths (test file, image folder) are relative to the project
     out_dir = ROOT / "outputs" / args.name
+    if args.train:
+        if out_dir.exists():  # a rerun would skip its finished members: their times would be another sitting's
+            sys.exit(f"--train needs a new name: {out_dir} exists (remove it or give another --name)")
+        for stage in ("train", "ensemble"):
+            subprocess.run(["make", "-s", stage, f"ARGS=data={args.train} name={args.name}"], check=True, cwd=ROOT)
     train_s, n = training_side(out_dir)
     info = read_json(out_dir / "competition.json")
     with tempfile.TemporaryDirectory() as tmp:
