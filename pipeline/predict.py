@@ -66,7 +66,7 @@ def submission(pred, ids, info: dict, sample_path: str | None, out_dir: Path):
     return fill_sample(sample, pred, ids, ctx, Path(sample_path))
 
 
-def predict_rows(out_dir: Path, info: dict, saved: dict, test, image_dir: str | None = None, progress: bool = True):
+def predict_rows(out_dir: Path, info: dict, saved: dict, test, image_dir: Path | None = None, progress: bool = True):
     """The chosen ensemble's predictions of the `test` rows: every member's fold models, then the ensemble."""
     import numpy as np
     from tqdm import tqdm
