@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 from pipeline import ensemble  # importing `pipeline` registers the config resolvers
 from pipeline.data.contract import file_hash
-from pipeline.ensembling.members import load_context, load_stack
+from pipeline.ensembling.members import add_features, load_context, load_stack
 from pipeline.ensembling.methods import Mean, Rank, Selected
 from pipeline.ensembling.registry import build_methods
 from pipeline.ensembling.scoring import (
@@ -740,6 +740,18 @@ def test_stacking_passthrough_uses_the_tabular_features(fake: Fake) -> None:
     assert scores[True].cv_mean > scores[False].cv_mean + 0.2 and scores[True].test > 0.7
     coef = entry.method.describe(stack.names)["coef"]
     assert coef["inputs"][:3] == ["a", "b", "num__x"] and len(coef["inputs"]) == len(coef["values"][0])
+
+
+def test_stacking_passthrough_reads_test_categories_as_training_did(fake: Fake) -> None:
+    """A category column ('red', 'blue' in training) whose test values all look numeric stays text: '0', not 0."""
+    test = pd.read_csv(fake.data / "test.csv")
+    test["c"] = (test["id"] % 2).astype(str)
+    test.to_csv(fake.data / "test.csv", index=False)
+    rng = np.random.default_rng(0)
+    fake.member("a", noisy(fake.y, "binary", 0, rng), noisy(fake.y_test, "binary", 0, rng))
+    _, ctx, stack = load(fake, "ensemble.method=stacking", "ensemble.stacking.passthrough=true")
+    assert add_features(stack, ctx) == (["x"], ["c"])
+    assert stack.X_test["c"].tolist() == (stack.test_ids % 2).astype(str).tolist()
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "conf" / "ensemble").glob("*/*.yaml")), ids=lambda p: p.stem)

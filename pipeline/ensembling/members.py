@@ -79,10 +79,11 @@ class InvalidMember(Exception):
     """A member folder that does not fit the competition; the message is the reason."""
 
 
-def _read_csv(path: Path, what: str, columns: tuple[str, ...] = ()) -> pd.DataFrame:
+def _read_csv(path: Path, what: str, columns: tuple[str, ...] = (), as_text: list[str] | tuple = ()) -> pd.DataFrame:
+    """`as_text`: columns read as the file writes them (`pipeline.data.contract.read_csv`)."""
     if not path.is_file():
         raise UserError(f"{path} not found: run `make train` for this competition first ({what})")
-    df = pd.read_csv(path)
+    df = pd.read_csv(path, dtype=dict.fromkeys(as_text, str))
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise UserError(f"{path} has no column {missing[0]!r} (columns: {', '.join(map(str, df.columns[:10]))})")
@@ -348,14 +349,14 @@ def add_features(stack: Stack, ctx: Context) -> tuple[list[str], list[str]]:
         return [], []
     train = _read_csv(Path(ctx.info["train_csv"]), "data.train_csv", tuple(cols))[cols]
     train = train[ctx.validated].reset_index(drop=True)
-    test = _read_csv(ctx.test_csv, "data.test_csv", (ctx.id_col, *cols))
+    numeric, categorical = split_columns(train, cols)
+    test = _read_csv(ctx.test_csv, "data.test_csv", (ctx.id_col, *cols), as_text=categorical)  # as training did
     order = pd.Index(test[ctx.id_col].astype(str)).get_indexer(pd.Index(stack.test_ids.astype(str)))
     if (order < 0).any():
         raise UserError(
             f"{ctx.test_csv} lacks {int((order < 0).sum())} of the members' test ids: "
             "set data.test_csv to the competition's test file"
         )
-    numeric, categorical = split_columns(train, cols)
     stack.X = _as_object(train[numeric + categorical], categorical)
     stack.X_test = _as_object(test[numeric + categorical].iloc[order].reset_index(drop=True), categorical)
     return numeric, categorical
