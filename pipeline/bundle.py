@@ -5,7 +5,7 @@ python -m pipeline.bundle data=adult            # make bundle ARGS="data=adult"
 It holds the project's wheel (configs inside), the competition's outputs that prediction reads (competition.json,
 ensemble.skops and the member folders the ensemble uses, without their training logs), the weights files those
 members load (copied in, so no package or hub is needed; a finetuned image member's fold models hold all of its
-weights), and a README with the commands.
+weights), the ONNX exports that frozen members embed with, and a README with the commands.
 """
 
 import logging
@@ -72,6 +72,12 @@ def copy_member(src: Path, dest: Path, weights: dict[str, str]) -> None:
         shutil.copy2(f, dest / "folds" / f.name)
 
 
+def encoder_files(folder) -> set[str]:
+    """The ONNX exports a member's fold models embed with (`state["encoder"]`), relative to the outputs folder."""
+    states = (folder.read_fold_model(k)[0] for k in folder.fold_ids())
+    return {state["encoder"] for state in states if state.get("encoder")}
+
+
 def build_wheel(dest: Path) -> Path:
     """The project as a wheel (built from a copy, so no build/ folder lands in the checkout)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -131,15 +137,23 @@ def main(cfg: DictConfig) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         comp = tmp / "outputs" / cfg.name
         weights: dict[str, str] = {}
+        encoders: set[str] = set()
         members = needed_members(saved)  # a weighted ensemble's zero-weight members stay home
         for name in members:
             folder = model_folder(out_dir, name)
             if not folder.fold_ids():
                 raise UserError(f"{folder.path} has no saved fold models (trained by an older version): retrain it")
             copy_member(folder.path, comp / MODELS / name, weights)
+            encoders |= encoder_files(folder)
         for src, rel in weights.items():
             (comp / rel).parent.mkdir(parents=True, exist_ok=True)
             (shutil.copytree if Path(src).is_dir() else shutil.copy2)(src, comp / rel)
+        for rel in sorted(encoders):  # the embeddings' engine: predict computes the numbers training did with it
+            if not (out_dir / rel).is_file():
+                log.warning("%s not found: predict will export the backbone again", out_dir / rel)
+                continue
+            (comp / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(out_dir / rel, comp / rel)
         if info.get("sample_submission") and Path(info["sample_submission"]).is_file():  # the format to follow
             shutil.copy2(info["sample_submission"], comp / "sample_submission.csv")
             info["sample_submission"] = "sample_submission.csv"  # found under the outputs folder (predict.py)

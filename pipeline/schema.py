@@ -204,6 +204,7 @@ TRAIN = {
     "trainer.patience": integer(lo=0),
     "trainer.batch_size": integer(lo=1),
     "trainer.predict_batch_size": integer(lo=1),
+    "trainer.onnx": boolean,
     "trainer.accumulate_grad_batches": integer(lo=1),
     "trainer.gradient_clip_val": number(gt=0, nullable=True),
     "trainer.precision": one_of(Precision),

@@ -43,7 +43,8 @@ def test_bundle_installs_offline_and_predicts_the_same(make_comp, tmp_path):
     pd.DataFrame({"id": comp.test["id"], "y": 0.5}).to_csv(comp.dir / "sample_submission.csv", index=False)
     out = tmp_path / "out"
     image = ["model=image", "model.backbone.name=resnet18", f"model.backbone.weights={weights}"]
-    for model in (["model=tabular_lgbm"], [*image, "model.backbone.input_size=32"]):
+    frozen = [*image, "model.backbone.input_size=32", "model.finetune=frozen", "model.head.hidden=[8]"]
+    for model in (["model=tabular_lgbm"], [*image, "model.backbone.input_size=32"], frozen):
         cfg = comp_cfg(comp, *FAST, *model, out_dir=out)
         train_job(cfg, prepare(cfg))
     data = ["data=csv", f"data.train_csv={comp.train_csv}", "data.target=y", f"paths.output_dir={out}", "name=comp"]
@@ -51,6 +52,8 @@ def test_bundle_installs_offline_and_predicts_the_same(make_comp, tmp_path):
     bundle.main(build_cfg(*data, entry="bundle"))
     dest = out / "bundle"
     assert (dest / "README.md").is_file() and len(list((dest / "wheels").glob("pipeline-*.whl"))) == 1
+    (encoder,) = (dest / "outputs" / "comp" / "cache").glob("encoder-*.onnx")  # the frozen member's engine
+    stamp = encoder.stat().st_mtime_ns
     weights.unlink()  # the bundle's copy must be the one loaded
 
     env_dir = tmp_path / "venv"
@@ -77,5 +80,6 @@ def test_bundle_installs_offline_and_predicts_the_same(make_comp, tmp_path):
     where = [py, "-c", "import pipeline; print(pipeline.__file__)"]
     where = subprocess.run(where, env=offline, cwd=tmp_path, capture_output=True, text=True)
     assert str(env_dir) in where.stdout  # the installed wheel ran, not this checkout
+    assert encoder.stat().st_mtime_ns == stamp  # read, not exported again
     expected = pd.read_csv(out / "submission.csv")
     pd.testing.assert_frame_equal(pd.read_csv(predicted), expected, atol=1e-6)

@@ -47,7 +47,8 @@ MEMBERS = {  # name: (competition kind, overrides)
     "lgbm_log1p": ("reg", ["model=tabular_lgbm", "model.target_transform=log1p"]),
     "tfidf": ("text", ["model=text_tfidf"]),
     "nb_lr": ("text", ["model=text_nb"]),
-    "text_frozen": ("text", ["model=text", "data.max_length=16"]),
+    "text_frozen": ("text", ["model=text", "data.max_length=16"]),  # embedded through ONNX Runtime
+    "text_frozen_torch": ("text", ["model=text", "data.max_length=16", "trainer.onnx=false"]),
     "text_finetune": ("text", ["model=text", "data.max_length=16", "model.finetune=full"]),
     "image_frozen_tta": ("image", ["model=image", "model.tta=true"]),
     "image_finetune": ("image", ["model=image", "model.finetune=full"]),

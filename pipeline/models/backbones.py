@@ -2,6 +2,7 @@
 
 import logging
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -94,31 +95,51 @@ class TextEncoder(nn.Module):
 
 def text_backbone(cfg) -> Backbone:
     """A transformers encoder and its tokenizer from a hub name, a local folder or pkg://package/folder."""
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers import AutoConfig, AutoModel
 
-    source = str(resolve_path(cfg.name)) if is_local(cfg.name) else cfg.name
-    if is_local(cfg.name):
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local model never needs the hub
+    source = text_source(cfg)
     extra = {"num_hidden_layers": cfg.num_hidden_layers} if cfg.get("num_hidden_layers") else {}
-    try:
+    with loading(cfg):
         config = AutoConfig.from_pretrained(source, **extra)
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        tokenizer = text_tokenizer(cfg)
         encoder = (
             AutoModel.from_pretrained(source, config=config)
             if is_pretrained(ModelKind.TEXT, cfg)
             else AutoModel.from_config(config)
         )
-    except OSError as e:
-        raise UserError(
-            f"cannot load text model '{cfg.name}': {str(e).splitlines()[0]} (give a local folder "
-            "or pkg://<package>/<folder> when offline)"
-        ) from e
     return Backbone(
         TextEncoder(encoder, cfg.pooling),
         config.hidden_size,
         is_pretrained(ModelKind.TEXT, cfg),
         tokenizer=tokenizer,
     )
+
+
+def text_tokenizer(cfg):
+    """The text encoder's tokenizer alone (predict with an ONNX export of the encoder needs no more)."""
+    from transformers import AutoTokenizer
+
+    with loading(cfg):
+        return AutoTokenizer.from_pretrained(text_source(cfg))
+
+
+def text_source(cfg) -> str:
+    if is_local(cfg.name):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local model never needs the hub
+        return str(resolve_path(cfg.name))
+    return cfg.name
+
+
+@contextmanager
+def loading(cfg):
+    """A text model or tokenizer that cannot be read: one line naming the fix."""
+    try:
+        yield
+    except OSError as e:
+        raise UserError(
+            f"cannot load text model '{cfg.name}': {str(e).splitlines()[0]} (give a local folder "
+            "or pkg://<package>/<folder> when offline)"
+        ) from e
 
 
 def is_local(name: str) -> bool:

@@ -26,6 +26,7 @@ from pipeline.data.tabular import TabularFeatures, split_columns
 from pipeline.data.text import TextDataset, tokenize, trim_collate
 from pipeline.data.tfidf import counted_tfidf, pack, tfidf_features, unpack
 from pipeline.errors import UserError
+from pipeline.models import exported
 from pipeline.models.backbones import Backbone, is_local
 from pipeline.models.weights import resolve_path
 from pipeline.training.devices import device_default
@@ -178,27 +179,48 @@ def embed(module: torch.nn.Module, ds: Dataset, batch_size: int, flip: bool = Fa
     return in_row_order(torch.cat(out).numpy(), order)
 
 
-def frozen_embeddings(comp, backbone: Backbone, cfg, datasets: dict, cache_dir: Path, extra: dict) -> dict:
-    """Embeddings of all train and test rows (and their flips for TTA), from the cache or computed once."""
+def encoder_file(cfg, backbone: Backbone, cache_dir: Path) -> Path | None:
+    """Where the backbone's ONNX export lives in the cache (`pipeline/models/exported.py`), when `trainer.onnx` and
+    ONNX Runtime can run it; None: torch embeds."""
     mcfg = cfg.model
-    path = Path(cache_dir) / f"emb-{embedding_key(mcfg, comp, extra)}.npz"
-    if path.is_file():
-        log.info("embeddings: cache hit %s", path)
-        with np.load(path) as z:
-            return dict(z)
+    if not cfg.trainer.get("onnx", False) or not exported.usable(backbone.module):
+        return None
+    spec = {"backbone": OmegaConf.to_container(mcfg.backbone), "stamp": _source_stamp(mcfg), "kind": mcfg.kind}
+    return Path(cache_dir) / f"encoder-{hashlib.sha256(json.dumps(spec, default=str).encode()).hexdigest()[:16]}.onnx"
+
+
+def frozen_embeddings(comp, backbone: Backbone, cfg, datasets: dict, cache_dir: Path, extra: dict) -> tuple:
+    """Embeddings of all train and test rows (and their flips for TTA), from the cache or computed once, and the
+    ONNX export that computed them (None: torch did). Embeddings torch cached earlier are used as they are."""
+    mcfg = cfg.model
+    encoder = encoder_file(cfg, backbone, cache_dir)
+    paths = {e: Path(cache_dir) / f"emb-{embedding_key(mcfg, comp, extra | engine(e))}.npz" for e in (encoder, None)}
+    for e, path in paths.items():
+        if path.is_file():
+            log.info("embeddings: cache hit %s", path)
+            with np.load(path) as z:
+                return dict(z), e
+    if encoder is not None and not encoder.is_file():
+        encoder = exported.export(backbone.module, mcfg.kind, mcfg.backbone.get("input_size"), encoder)
+    module, path = (exported.OnnxEncoder(encoder), paths[encoder]) if encoder else (backbone.module, paths[None])
     log.info("embeddings: computing %s for %d + %d rows", mcfg.backbone.name, len(comp.train), len(comp.test))
     bs, tta = cfg.trainer.predict_batch_size, mcfg.tta and mcfg.kind == ModelKind.IMAGE
-    emb = {"train": embed(backbone.module, datasets["all"], bs)}
+    emb = {"train": embed(module, datasets["all"], bs)}
     if tta:
-        emb["train_flip"] = embed(backbone.module, datasets["all"], bs, flip=True)
+        emb["train_flip"] = embed(module, datasets["all"], bs, flip=True)
     tick = time.time()
-    emb["test"] = embed(backbone.module, datasets["test"], bs)
+    emb["test"] = embed(module, datasets["test"], bs)
     if tta:
-        emb["test_flip"] = embed(backbone.module, datasets["test"], bs, flip=True)
+        emb["test_flip"] = embed(module, datasets["test"], bs, flip=True)
     seconds = np.array(time.time() - tick)  # the test rows' share, for benchmarks/bench_predict.py
     atomic_write(path, lambda tmp: _savez(tmp, emb | {"test_seconds": seconds}))
     log.info("embeddings: cached %s", path)
-    return emb
+    return emb, encoder
+
+
+def engine(encoder: Path | None) -> dict:
+    """The embedding cache key's part for the engine: none for torch, so that caches written before stay valid."""
+    return {} if encoder is None else {"engine": "onnxruntime"}
 
 
 def _savez(path: Path, arrays: dict) -> None:
@@ -258,9 +280,11 @@ def _fold_datasets(comp, backbone, cfg, rows, y, cache_dir, tab_all, tab_test, t
             "norm": str(ds["val"].transform.transforms[-1]),
             "tta": mcfg.tta,
         }
-    emb = frozen_embeddings(comp, backbone, cfg, ds, cache_dir, extra)
+    emb, encoder = frozen_embeddings(comp, backbone, cfg, ds, cache_dir, extra)
     train = {"emb": emb["train"], "emb_flip": emb.get("train_flip"), "tab": tab_all}
     test = {"emb": emb["test"], "emb_flip": emb.get("test_flip"), "tab": tab_test}
+    if encoder is not None:  # predict embeds new rows with it too: relative to the outputs folder, as in a bundle
+        norm["encoder"] = encoder.relative_to(Path(cache_dir).parent).as_posix()
     return _arrays(train, test, rows, y), backbone.dim + tab_dim, norm
 
 

@@ -28,7 +28,9 @@ from pipeline.training.targets import target_transform, to_target
 
 log = logging.getLogger(__name__)
 # do not change results (devices: each takes batch_size / devices rows, the global batch stays)
-COSMETIC = ("progress_bar", "num_workers", "accelerator", "predict_batch_size", "devices", "strategy")
+# not in a model's id: they change its predictions at most by float rounding (onnx: ~1e-6 in frozen embeddings; the
+# fold models record the engine, and predict embeds with the same)
+COSMETIC = ("progress_bar", "num_workers", "accelerator", "predict_batch_size", "devices", "strategy", "onnx")
 # Feature preprocessing that a model preset may choose for itself (`model.<key>`; null: the data's), since a preset
 # cannot set keys of the data group: CatBoost wants native categoricals, the MLP clipped z-scores. With the
 # data's defaults (the values below), as data configs without the key have them.

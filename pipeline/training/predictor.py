@@ -15,8 +15,10 @@ from threadpoolctl import threadpool_limits
 from pipeline.artifacts import ModelFolder
 from pipeline.choices import BACKBONE_KINDS, Finetune, ModelKind, TargetTransform
 from pipeline.data.contract import Competition, image_folder
+from pipeline.errors import UserError
 from pipeline.metrics import get_metric
-from pipeline.models.backbones import build_backbone
+from pipeline.models import exported
+from pipeline.models.backbones import Backbone, build_backbone, text_tokenizer
 from pipeline.training.estimators import predict_sklearn, sklearn_inputs
 from pipeline.training.inference import build_model, predict_net, predict_nets
 from pipeline.training.inputs import once, test_dataset, test_embeddings
@@ -58,15 +60,31 @@ def with_local_sources(cfg: DictConfig, out_dir: Path) -> DictConfig:
     return cfg
 
 
-def frozen_test_embeddings(cfg: DictConfig, comp: Competition, state: dict, shared: dict) -> dict:
-    """The test rows' embeddings by the member's frozen backbone, computed once per backbone, input size,
+def frozen_test_embeddings(cfg: DictConfig, comp: Competition, state: dict, shared: dict, out_dir: Path) -> dict:
+    """The test rows' embeddings by the member's frozen backbone, computed once per backbone, engine, input size,
     normalization, TTA and rows (members that differ only in their heads share them, as in training)."""
     column = comp.test[comp.text_col if cfg.model.kind == ModelKind.TEXT else comp.image_col]
     spec = [OmegaConf.to_container(cfg.model.backbone), state.get("norm"), cfg.model.tta, cfg.data.get("max_length")]
-    spec.append(str(comp.image_dir))  # the same file names in another folder are other images
+    spec += [str(comp.image_dir), state.get("encoder")]  # the same file names in another folder are other images
     digest = hashlib.sha256(json.dumps([spec, column.astype(str).tolist()], default=str).encode()).hexdigest()
-    backbone = cfg.model.kind, cfg.model.backbone
-    return once(shared, ("embeddings", digest), lambda: test_embeddings(cfg, comp, build_backbone(*backbone), state))
+    return once(
+        shared, ("embeddings", digest), lambda: test_embeddings(cfg, comp, frozen_backbone(cfg, state, out_dir), state)
+    )
+
+
+def frozen_backbone(cfg: DictConfig, state: dict, out_dir: Path) -> Backbone:
+    """The backbone that embedded the training rows: its ONNX export when training used one (`state["encoder"]`,
+    exported again if the file is gone), with the tokenizer alone for text; else the torch backbone."""
+    if not state.get("encoder"):
+        return build_backbone(cfg.model.kind, cfg.model.backbone)
+    path = out_dir / state["encoder"]
+    if not path.is_file():
+        log.info("%s not found: exporting the backbone again", path)
+        module = build_backbone(cfg.model.kind, cfg.model.backbone).module
+        if exported.export(module, cfg.model.kind, cfg.model.backbone.get("input_size"), path) is None:
+            raise UserError(f"{path} is missing and the backbone cannot be exported here: copy the file back")
+    tokenizer = text_tokenizer(cfg.model.backbone) if cfg.model.kind == ModelKind.TEXT else None
+    return Backbone(exported.OnnxEncoder(path), 0, True, tokenizer=tokenizer)
 
 
 def predict_member(
@@ -90,7 +108,7 @@ def predict_member(
     backbone, emb, preds = None, None, []
     for state, weights in folds:
         if has_backbone and frozen and emb is None:  # one embedding pass serves every fold, and every member alike
-            emb = frozen_test_embeddings(cfg, comp, state, shared)
+            emb = frozen_test_embeddings(cfg, comp, state, shared, folder.path.parent.parent)
         elif has_backbone and not frozen:
             backbone = finetuned_backbone(cfg)
         ds = test_dataset(cfg, comp, backbone, state, emb, shared)

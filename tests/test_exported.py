@@ -1,0 +1,107 @@
+"""Frozen backbones on the CPU embed through their ONNX export (pipeline/models/exported.py): close to torch, the
+same numbers in training and predict, and torch where an export cannot be used."""
+
+import json
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import comp_cfg
+
+from pipeline.artifacts import ModelFolder
+from pipeline.models import exported
+from pipeline.prepare import prepare
+from pipeline.training.job import train_job
+from pipeline.training.predictor import predict_member
+
+FAST = ["trainer.max_epochs=2", "trainer.progress_bar=false", "trainer.batch_size=16", "cv.n_folds=2"]
+
+
+def train(comp, out, tiny_bert, *overrides: str) -> tuple[ModelFolder, dict]:
+    text = ["model=text", f"model.backbone.name={tiny_bert}", "data.max_length=16"]
+    cfg = comp_cfg(comp, *FAST, *text, *overrides, out_dir=out)
+    prep = prepare(cfg)
+    folder = ModelFolder(prep.out_dir / "models" / train_job(cfg, prep)["model_id"])
+    return folder, json.loads((prep.out_dir / "competition.json").read_text())
+
+
+def embeddings(out) -> np.ndarray:
+    (path,) = (out / "cache").glob("emb-*.npz")
+    with np.load(path) as z:
+        return np.concatenate([z["train"], z["test"]])
+
+
+def test_onnx_embeddings_are_torchs_within_rounding_and_predict_reads_the_same_export(make_comp, tmp_path, tiny_bert):
+    comp = make_comp(text=True)
+    folder, info = train(comp, tmp_path / "onnx", tiny_bert)
+    train(comp, tmp_path / "torch", tiny_bert, "trainer.onnx=false")
+    state = folder.read_fold_model(0)[0]
+    assert state["encoder"].startswith("cache/encoder-") and (tmp_path / "onnx" / state["encoder"]).is_file()
+    assert "encoder" not in ModelFolder(next((tmp_path / "torch" / "models").iterdir())).read_fold_model(0)[0]
+    np.testing.assert_allclose(embeddings(tmp_path / "onnx"), embeddings(tmp_path / "torch"), atol=1e-5)
+    expected = pd.read_csv(folder.test).drop(columns="id").to_numpy()
+    got = predict_member(folder, info, comp.test).reshape(expected.shape)
+    np.testing.assert_allclose(got, expected, atol=1e-7, rtol=0)
+
+
+def test_predict_exports_a_missing_encoder_again_with_the_same_numbers(make_comp, tmp_path, tiny_bert):
+    comp = make_comp(text=True)
+    folder, info = train(comp, tmp_path / "out", tiny_bert)
+    (tmp_path / "out" / folder.read_fold_model(0)[0]["encoder"]).unlink()
+    expected = pd.read_csv(folder.test).drop(columns="id").to_numpy()
+    np.testing.assert_allclose(predict_member(folder, info, comp.test).reshape(expected.shape), expected, atol=1e-6)
+
+
+def test_an_export_that_fails_leaves_torch_to_embed(make_comp, tmp_path, tiny_bert, monkeypatch, caplog):
+    def unsupported(*args, **kwargs):
+        raise RuntimeError("operator not supported")
+
+    monkeypatch.setattr(torch.onnx, "export", unsupported)
+    caplog.set_level(logging.WARNING)
+    comp = make_comp(text=True)
+    folder, info = train(comp, tmp_path / "out", tiny_bert)
+    assert "ONNX export of the backbone failed (RuntimeError: operator not supported)" in caplog.text
+    assert "encoder" not in folder.read_fold_model(0)[0] and not list((tmp_path / "out" / "cache").glob("*.onnx"))
+    expected = pd.read_csv(folder.test).drop(columns="id").to_numpy()
+    np.testing.assert_allclose(predict_member(folder, info, comp.test).reshape(expected.shape), expected, atol=1e-6)
+
+
+def test_embeddings_torch_cached_earlier_are_used_as_they_are(make_comp, tmp_path, tiny_bert, caplog):
+    comp = make_comp(text=True)
+    train(comp, tmp_path / "out", tiny_bert, "trainer.onnx=false")
+    caplog.set_level(logging.INFO)
+    folder, _ = train(comp, tmp_path / "out", tiny_bert, "model.head.type=linear")
+    assert "cache hit" in caplog.text and "computing" not in caplog.text
+    assert "encoder" not in folder.read_fold_model(0)[0] and not list((tmp_path / "out" / "cache").glob("*.onnx"))
+
+
+@pytest.mark.parametrize("kind", ["text", "image"])
+def test_export_strays_from_torch_then_is_not_used(tmp_path, kind, monkeypatch, caplog):
+    """An export whose outputs differ from torch's beyond rounding (here: the module changed after export)."""
+    module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(4)) if kind == "image" else None
+    if kind == "text":
+        module = TinyText()
+    module(*exported.probe(kind, 8, 2, 16))
+    original = exported.OnnxEncoder
+
+    def shifted(path):
+        encoder = original(path)
+        forward = encoder.forward
+        encoder.forward = lambda *x: forward(*x) + 1.0
+        return encoder
+
+    monkeypatch.setattr(exported, "OnnxEncoder", shifted)
+    caplog.set_level(logging.WARNING)
+    assert exported.export(module, kind, 8, tmp_path / "m.onnx") is None
+    assert "differs from torch" in caplog.text and not (tmp_path / "m.onnx").exists()
+
+
+class TinyText(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = torch.nn.Embedding(100, 4)
+
+    def forward(self, ids, mask):
+        return (self.emb(ids) * mask.unsqueeze(-1)).sum(1)
