@@ -73,9 +73,10 @@ def copy_member(src: Path, dest: Path, weights: dict[str, str]) -> None:
 
 
 def encoder_files(folder) -> set[str]:
-    """The ONNX exports a member's fold models embed with (`state["encoder"]`), relative to the outputs folder."""
-    states = (folder.read_fold_model(k)[0] for k in folder.fold_ids())
-    return {state["encoder"] for state in states if state.get("encoder")}
+    """The ONNX exports a member's fold models embed with and their tokenizers (`state["encoder"]`,
+    `state["tokenizer"]`), relative to the outputs folder."""
+    states = [folder.read_fold_model(k)[0] for k in folder.fold_ids()]
+    return {state[key] for state in states for key in ("encoder", "tokenizer") if state.get(key)}
 
 
 def build_wheel(dest: Path) -> Path:
@@ -150,7 +151,7 @@ def main(cfg: DictConfig) -> None:
             (shutil.copytree if Path(src).is_dir() else shutil.copy2)(src, comp / rel)
         for rel in sorted(encoders):  # the embeddings' engine: predict computes the numbers training did with it
             if not (out_dir / rel).is_file():
-                log.warning("%s not found: predict will export the backbone again", out_dir / rel)
+                log.warning("%s not found: predict will make it again (export or transformers)", out_dir / rel)
                 continue
             (comp / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(out_dir / rel, comp / rel)

@@ -3,6 +3,8 @@ same numbers in training and predict, and torch where an export cannot be used."
 
 import json
 import logging
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -39,11 +41,46 @@ def test_onnx_embeddings_are_torchs_within_rounding_and_predict_reads_the_same_e
     train(comp, tmp_path / "torch", tiny_bert, "trainer.onnx=false")
     state = folder.read_fold_model(0)[0]
     assert state["encoder"].startswith("cache/encoder-") and (tmp_path / "onnx" / state["encoder"]).is_file()
+    assert state["tokenizer"].endswith("-16.json") and (tmp_path / "onnx" / state["tokenizer"]).is_file()
     assert "encoder" not in ModelFolder(next((tmp_path / "torch" / "models").iterdir())).read_fold_model(0)[0]
     np.testing.assert_allclose(embeddings(tmp_path / "onnx"), embeddings(tmp_path / "torch"), atol=1e-5)
     expected = pd.read_csv(folder.test).drop(columns="id").to_numpy()
     got = predict_member(folder, info, comp.test).reshape(expected.shape)
     np.testing.assert_allclose(got, expected, atol=1e-7, rtol=0)
+
+
+def test_predict_with_an_export_imports_no_transformers(make_comp, tmp_path, tiny_bert):
+    comp = make_comp(text=True)
+    folder, info = train(comp, tmp_path / "out", tiny_bert)
+    code = (
+        "import sys, json, pandas as pd, pathlib\n"
+        "from pipeline.artifacts import ModelFolder\n"
+        "from pipeline.training.predictor import predict_member\n"
+        f"folder = ModelFolder(pathlib.Path({str(folder.path)!r}))\n"
+        f"pred = predict_member(folder, json.loads({json.dumps(info)!r}), pd.read_csv({str(comp.test_csv)!r}))\n"
+        "pd.DataFrame(pred).to_csv(sys.argv[1], index=False)\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'transformers', 'timm'}))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code, tmp_path / "p.csv"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+    expected = pd.read_csv(folder.test).drop(columns="id").to_numpy()
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "p.csv").to_numpy().reshape(expected.shape), expected, atol=1e-7)
+
+
+def test_a_tokenizer_that_differs_from_transformers_is_not_saved(tiny_bert, tmp_path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    texts = ["a short one", "a much longer text that the tokenizer truncates at eight tokens"]
+    tokens = dict(tokenizer(texts, max_length=8, truncation=True, padding="max_length", return_tensors="pt"))
+    saved = exported.save_tokenizer(tokenizer, 8, texts, tokens, tmp_path / "t.json")
+    assert saved is not None and torch.equal(
+        exported.FastTokenizer.load(saved)(texts, 8)["input_ids"], tokens["input_ids"]
+    )
+    tokens["input_ids"] = tokens["input_ids"].flip(1)
+    assert exported.save_tokenizer(tokenizer, 8, texts, tokens, tmp_path / "u.json") is None
+    assert not (tmp_path / "u.json").exists()
 
 
 def test_predict_exports_a_missing_encoder_again_with_the_same_numbers(make_comp, tmp_path, tiny_bert):

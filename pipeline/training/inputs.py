@@ -218,6 +218,18 @@ def frozen_embeddings(comp, backbone: Backbone, cfg, datasets: dict, cache_dir: 
     return emb, encoder
 
 
+def fast_tokenizer(comp, backbone: Backbone, cfg, datasets: dict, encoder: Path) -> Path | None:
+    """The text backbone's tokenizer saved beside its export (`exported.save_tokenizer`), checked on every train and
+    test text against the tokens training used."""
+    path = encoder.with_name(f"tokenizer-{encoder.stem.removeprefix('encoder-')}-{cfg.data.max_length}.json")
+    if path.is_file():
+        return path
+    texts = [*comp.train[comp.text_col].tolist(), *comp.test[comp.text_col].tolist()]
+    parts = (datasets["all"].tokens, datasets["test"].tokens)
+    tokens = {k: torch.cat([p[k] for p in parts]) for k in ("input_ids", "attention_mask")}
+    return exported.save_tokenizer(backbone.tokenizer, cfg.data.max_length, texts, tokens, path)
+
+
 def engine(encoder: Path | None) -> dict:
     """The embedding cache key's part for the engine: none for torch, so that caches written before stay valid."""
     return {} if encoder is None else {"engine": "onnxruntime"}
@@ -285,6 +297,8 @@ def _fold_datasets(comp, backbone, cfg, rows, y, cache_dir, tab_all, tab_test, t
     test = {"emb": emb["test"], "emb_flip": emb.get("test_flip"), "tab": tab_test}
     if encoder is not None:  # predict embeds new rows with it too: relative to the outputs folder, as in a bundle
         norm["encoder"] = encoder.relative_to(Path(cache_dir).parent).as_posix()
+        if mcfg.kind == ModelKind.TEXT and (tokenizer := fast_tokenizer(comp, backbone, cfg, ds, encoder)):
+            norm["tokenizer"] = tokenizer.relative_to(Path(cache_dir).parent).as_posix()
     return _arrays(train, test, rows, y), backbone.dim + tab_dim, norm
 
 

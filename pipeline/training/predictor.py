@@ -83,8 +83,17 @@ def frozen_backbone(cfg: DictConfig, state: dict, out_dir: Path) -> Backbone:
         module = build_backbone(cfg.model.kind, cfg.model.backbone).module
         if exported.export(module, cfg.model.kind, cfg.model.backbone.get("input_size"), path) is None:
             raise UserError(f"{path} is missing and the backbone cannot be exported here: copy the file back")
-    tokenizer = text_tokenizer(cfg.model.backbone) if cfg.model.kind == ModelKind.TEXT else None
-    return Backbone(exported.OnnxEncoder(path), 0, True, tokenizer=tokenizer)
+    return Backbone(exported.OnnxEncoder(path), 0, True, tokenizer=frozen_tokenizer(cfg, state, out_dir))
+
+
+def frozen_tokenizer(cfg: DictConfig, state: dict, out_dir: Path):
+    """A text backbone's tokenizer as training saved it beside the export (no transformers to import), or the
+    transformers one; None for images."""
+    if cfg.model.kind != ModelKind.TEXT:
+        return None
+    if state.get("tokenizer") and (out_dir / state["tokenizer"]).is_file():
+        return exported.FastTokenizer.load(out_dir / state["tokenizer"])
+    return text_tokenizer(cfg.model.backbone)
 
 
 def predict_member(
