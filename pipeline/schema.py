@@ -119,6 +119,18 @@ def names(v: Any) -> str | None:
     return "a name or a list of names, e.g. [a,b]"
 
 
+def subset_of(allowed) -> Check:
+    """A list of some of `allowed` (possibly none), e.g. `trainer.onnx=[text,image]`."""
+    allowed = [str(a) for a in allowed]
+
+    def check(v: Any) -> str | None:
+        if isinstance(v, list) and all(isinstance(a, str) and a in allowed for a in v):
+            return None
+        return f"a list of some of {', '.join(allowed)}, e.g. [{','.join(allowed)}] or []"
+
+    return check
+
+
 def widths(v: Any) -> str | None:
     if isinstance(v, list) and v and all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in v):
         return None
@@ -204,7 +216,7 @@ TRAIN = {
     "trainer.patience": integer(lo=0),
     "trainer.batch_size": integer(lo=1),
     "trainer.predict_batch_size": integer(lo=1),
-    "trainer.onnx": boolean,
+    "trainer.onnx": subset_of(BACKBONE_KINDS),
     "trainer.accumulate_grad_batches": integer(lo=1),
     "trainer.gradient_clip_val": number(gt=0, nullable=True),
     "trainer.precision": one_of(Precision),

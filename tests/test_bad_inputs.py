@@ -128,6 +128,12 @@ TRAIN_LINES = [
     case("unknown accelerator", r"unknown trainer.accelerator 'tpu2'", "trainer.accelerator=tpu2"),
     case("negative workers", r"trainer.num_workers=-1 is not allowed", "trainer.num_workers=-1"),
     case(
+        "onnx not a list of kinds",
+        r"trainer.onnx=True is not allowed: expected a list of some of image, text, e.g. \[image,text\] or \[\]",
+        "trainer.onnx=true",
+    ),
+    case("onnx unknown kind", r"trainer.onnx=\['text','tabular'\] is not allowed", "trainer.onnx=[text,tabular]"),
+    case(
         "early_stopping not a bool",
         r"trainer.early_stopping='maybe' is not allowed: expected true or false",
         "trainer.early_stopping=maybe",

@@ -38,7 +38,7 @@ def embeddings(out) -> np.ndarray:
 def test_onnx_embeddings_are_torchs_within_rounding_and_predict_reads_the_same_export(make_comp, tmp_path, tiny_bert):
     comp = make_comp(text=True)
     folder, info = train(comp, tmp_path / "onnx", tiny_bert)
-    train(comp, tmp_path / "torch", tiny_bert, "trainer.onnx=false")
+    train(comp, tmp_path / "torch", tiny_bert, "trainer.onnx=[]")
     state = folder.read_fold_model(0)[0]
     assert state["encoder"].startswith("cache/encoder-") and (tmp_path / "onnx" / state["encoder"]).is_file()
     assert state["tokenizer"].endswith("-16.json") and (tmp_path / "onnx" / state["tokenizer"]).is_file()
@@ -107,7 +107,7 @@ def test_an_export_that_fails_leaves_torch_to_embed(make_comp, tmp_path, tiny_be
 
 def test_embeddings_torch_cached_earlier_are_used_as_they_are(make_comp, tmp_path, tiny_bert, caplog):
     comp = make_comp(text=True)
-    train(comp, tmp_path / "out", tiny_bert, "trainer.onnx=false")
+    train(comp, tmp_path / "out", tiny_bert, "trainer.onnx=[]")
     caplog.set_level(logging.INFO)
     folder, _ = train(comp, tmp_path / "out", tiny_bert, "model.head.type=linear")
     assert "cache hit" in caplog.text and "computing" not in caplog.text

@@ -48,9 +48,10 @@ MEMBERS = {  # name: (competition kind, overrides)
     "tfidf": ("text", ["model=text_tfidf"]),
     "nb_lr": ("text", ["model=text_nb"]),
     "text_frozen": ("text", ["model=text", "data.max_length=16"]),  # embedded through ONNX Runtime
-    "text_frozen_torch": ("text", ["model=text", "data.max_length=16", "trainer.onnx=false"]),
+    "text_frozen_torch": ("text", ["model=text", "data.max_length=16", "trainer.onnx=[]"]),
     "text_finetune": ("text", ["model=text", "data.max_length=16", "model.finetune=full"]),
     "image_frozen_tta": ("image", ["model=image", "model.tta=true"]),
+    "image_frozen_onnx_tta": ("image", ["model=image", "model.tta=true", "trainer.onnx=[image]"]),
     "image_finetune": ("image", ["model=image", "model.finetune=full"]),
     "image_pixels": ("image", ["model=image_pixels"]),
     "image_scratch": ("image", ["model=image", "model.finetune=full", "model.backbone.weights=null"]),

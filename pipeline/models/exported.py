@@ -1,6 +1,6 @@
-"""Frozen backbones on the CPU run through ONNX Runtime: exported once into the competition's cache folder, then
-read alike by training and by predict, so that both compute the same embeddings (ONNX Runtime's differ from torch's
-by ~1e-6).
+"""Frozen backbones of the kinds `trainer.onnx` names (text by default) run through ONNX Runtime on the CPU:
+exported once into the competition's cache folder, then read alike by training and by predict, so that both compute
+the same embeddings (ONNX Runtime's differ from torch's by ~1e-6).
 
 Measured on the 2-core CPU (torch 2.14, onnxruntime 1.31, `benchmarks/bench_onnx.py`): all-MiniLM-L6-v2 over
 rotten's 2,551 test texts, 5.4 s instead of 9.8 s; EfficientNet-Lite0 at 160 px, 0.11 s a 64-image batch instead

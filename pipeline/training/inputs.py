@@ -180,10 +180,10 @@ def embed(module: torch.nn.Module, ds: Dataset, batch_size: int, flip: bool = Fa
 
 
 def encoder_file(cfg, backbone: Backbone, cache_dir: Path) -> Path | None:
-    """Where the backbone's ONNX export lives in the cache (`pipeline/models/exported.py`), when `trainer.onnx` and
-    ONNX Runtime can run it; None: torch embeds."""
+    """Where the backbone's ONNX export lives in the cache (`pipeline/models/exported.py`), when `trainer.onnx` names
+    its kind and ONNX Runtime can run it; None: torch embeds."""
     mcfg = cfg.model
-    if not cfg.trainer.get("onnx", False) or not exported.usable(backbone.module):
+    if mcfg.kind not in cfg.trainer.get("onnx", []) or not exported.usable(backbone.module):
         return None
     spec = {"backbone": OmegaConf.to_container(mcfg.backbone), "stamp": _source_stamp(mcfg), "kind": mcfg.kind}
     return Path(cache_dir) / f"encoder-{hashlib.sha256(json.dumps(spec, default=str).encode()).hexdigest()[:16]}.onnx"
