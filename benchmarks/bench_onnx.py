@@ -33,7 +33,7 @@ def datasets(backbone, kind: str, size: int | None):
         texts = pd.read_csv(ROOT / "data/rotten/test.csv")["text"].astype(str).tolist()
         return TextDataset(tokenize(texts, backbone.tokenizer, 128, None), np.arange(len(texts)))
     test = pd.read_csv(ROOT / "data/mnist/test.csv")
-    paths = [ROOT / "data/mnist" / p for p in test["image"]]
+    paths = [ROOT / "data/mnist/images" / p for p in test["image"]]
     return ImageDataset(paths, build_transform(size, backbone.mean, backbone.std))
 
 
