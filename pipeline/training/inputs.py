@@ -96,14 +96,17 @@ def image_datasets(comp, backbone: Backbone, mcfg, rows: dict, tab: dict, y: np.
     }
 
 
-def text_datasets(comp, backbone: Backbone, max_length: int, cache_dir: Path, rows, tab, y) -> dict[str, Dataset]:
+def text_datasets(comp, backbone: Backbone, max_length: int, cache_dir: Path, rows, tab, y) -> tuple[dict, float]:
+    """Train/val/test datasets of tokens, and the seconds the test texts' tokens took (part of predicting them)."""
     train_tok = tokenize(comp.train[comp.text_col].tolist(), backbone.tokenizer, max_length, cache_dir)
+    tick = time.time()
     test_tok = tokenize(comp.test[comp.text_col].tolist(), backbone.tokenizer, max_length, cache_dir)
-    return {
+    ds = {
         "train": TextDataset(train_tok, rows["train"], tab["train"], y[rows["train"]]),
         "val": TextDataset(train_tok, rows["val"], tab["val"], y[rows["val"]]),
         "test": TextDataset(test_tok, np.arange(len(comp.test)), tab["test"]),
     }
+    return ds, time.time() - tick
 
 
 def loader(ds: Dataset, batch_size: int, shuffle: bool, num_workers: int, order=None) -> DataLoader:
@@ -189,9 +192,12 @@ def encoder_file(cfg, backbone: Backbone, cache_dir: Path) -> Path | None:
     return Path(cache_dir) / f"encoder-{hashlib.sha256(json.dumps(spec, default=str).encode()).hexdigest()[:16]}.onnx"
 
 
-def frozen_embeddings(comp, backbone: Backbone, cfg, datasets: dict, cache_dir: Path, extra: dict) -> tuple:
+def frozen_embeddings(
+    comp, backbone: Backbone, cfg, datasets: dict, cache_dir: Path, extra: dict, seconds: float = 0.0
+) -> tuple:
     """Embeddings of all train and test rows (and their flips for TTA), from the cache or computed once, and the
-    ONNX export that computed them (None: torch did). Embeddings torch cached earlier are used as they are."""
+    ONNX export that computed them (None: torch did). Embeddings torch cached earlier are used as they are.
+    `seconds`: what the test rows already took (their tokens), counted with their embedding pass."""
     mcfg = cfg.model
     encoder = encoder_file(cfg, backbone, cache_dir)
     paths = {e: Path(cache_dir) / f"emb-{embedding_key(mcfg, comp, extra | engine(e))}.npz" for e in (encoder, None)}
@@ -212,7 +218,7 @@ def frozen_embeddings(comp, backbone: Backbone, cfg, datasets: dict, cache_dir: 
     emb["test"] = embed(module, datasets["test"], bs)
     if tta:
         emb["test_flip"] = embed(module, datasets["test"], bs, flip=True)
-    seconds = np.array(time.time() - tick)  # the test rows' share, for benchmarks/bench_predict.py
+    seconds = np.array(seconds + time.time() - tick)  # the test rows' share, for benchmarks/bench_predict.py
     atomic_write(path, lambda tmp: _savez(tmp, emb | {"test_seconds": seconds}))
     log.info("embeddings: cached %s", path)
     return emb, encoder
@@ -248,12 +254,13 @@ def fold_datasets(
     `rows` holds the fold's "train" and "val" row indices; nothing fitted here sees the val or test rows. What
     was fitted (tabular transformer, TF-IDF, image statistics) lands in `datasets["fitted"]`: `test_dataset`
     rebuilds the test rows of any test file from it. `datasets["test_seconds"]`: the time the test rows' features
-    took (tabular, TF-IDF; embeddings are timed by their cache), part of the time spent predicting them.
+    took (tabular, TF-IDF, a finetuned text model's tokens; frozen embeddings are timed by their cache), part of the
+    time spent predicting them.
     """
     tab_fit, tab_all, tab_test, tab_dim, seconds = fit_tabular(comp, cfg.data, rows["train"])
     ds, in_dim, fitted = _fold_datasets(comp, backbone, cfg, rows, y, cache_dir, tab_all, tab_test, tab_dim)
-    ds["fitted"] = {"tab": tab_fit, "in_dim": in_dim, **fitted}
     ds["test_seconds"] = seconds + fitted.pop("test_seconds", 0.0)
+    ds["fitted"] = {"tab": tab_fit, "in_dim": in_dim, **fitted}
     return ds, in_dim
 
 
@@ -268,7 +275,7 @@ def _fold_datasets(comp, backbone, cfg, rows, y, cache_dir, tab_all, tab_test, t
     frozen = mcfg.finetune == Finetune.FROZEN
     if mcfg.kind == ModelKind.TEXT:  # frozen: every row is embedded once, so build the datasets over all rows
         all_rows = {"train": np.arange(len(comp.train)), "val": np.arange(0)}
-        ds = text_datasets(
+        ds, seconds = text_datasets(
             comp,
             backbone,
             cfg.data.max_length,
@@ -278,10 +285,10 @@ def _fold_datasets(comp, backbone, cfg, rows, y, cache_dir, tab_all, tab_test, t
             y,
         )
     else:
-        ds = image_datasets(comp, backbone, mcfg, rows, tab, y)
+        ds, seconds = image_datasets(comp, backbone, mcfg, rows, tab, y), 0.0
     norm = {"norm": _norm(ds["val"].transform)} if isinstance(ds["val"], ImageDataset) else {}
     if not frozen:
-        return ds, backbone.dim + tab_dim, norm
+        return ds, backbone.dim + tab_dim, norm | {"test_seconds": seconds}
     if mcfg.kind == ModelKind.TEXT:
         ds["all"] = ds["train"]
         extra = {"max_length": cfg.data.max_length}
@@ -292,7 +299,7 @@ def _fold_datasets(comp, backbone, cfg, rows, y, cache_dir, tab_all, tab_test, t
             "norm": str(ds["val"].transform.transforms[-1]),
             "tta": mcfg.tta,
         }
-    emb, encoder = frozen_embeddings(comp, backbone, cfg, ds, cache_dir, extra)
+    emb, encoder = frozen_embeddings(comp, backbone, cfg, ds, cache_dir, extra, seconds)
     train = {"emb": emb["train"], "emb_flip": emb.get("train_flip"), "tab": tab_all}
     test = {"emb": emb["test"], "emb_flip": emb.get("test_flip"), "tab": tab_test}
     if encoder is not None:  # predict embeds new rows with it too: relative to the outputs folder, as in a bundle
