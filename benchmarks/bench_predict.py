@@ -3,6 +3,7 @@ those rows (issue target: predict <= 1.2x), side by side in one run.
 
     .venv/bin/python benchmarks/bench_predict.py --name ames       # after make train / make ensemble for it
     .venv/bin/python benchmarks/bench_predict.py --train ames --name ames-bench   # both sides in this one run
+    .venv/bin/python benchmarks/bench_predict.py --train mnist --name mnist-onnx --overrides 'trainer.onnx=[text,image]'
 
 The machine's speed drifts between sittings (mnist's same command: 22.8 s one day, 25 s another), and the training
 side is what the training run measured: `--train <demo>` first trains the demo's zoo and ensemble into a new
@@ -55,6 +56,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--name", default="ames", help="a competition under outputs/ with a trained ensemble")
     p.add_argument("--train", metavar="DEMO", help="first train this demo's zoo and ensemble into outputs/<name>/")
+    p.add_argument("--overrides", default="", help="with --train: more overrides, e.g. 'trainer.onnx=[text,image]'")
     args = p.parse_args()
     os.chdir(ROOT)  # the members' data paths (test file, image folder) are relative to the project
     out_dir = ROOT / "outputs" / args.name
@@ -62,7 +64,9 @@ def main() -> None:
         if out_dir.exists():  # a rerun would skip its finished members: their times would be another sitting's
             sys.exit(f"--train needs a new name: {out_dir} exists (remove it or give another --name)")
         for stage in ("train", "ensemble"):
-            subprocess.run(["make", "-s", stage, f"ARGS=data={args.train} name={args.name}"], check=True, cwd=ROOT)
+            extra = f" {args.overrides}" if stage == "train" and args.overrides else ""
+            cmd = ["make", "-s", stage, f"ARGS=data={args.train} name={args.name}{extra}"]
+            subprocess.run(cmd, check=True, cwd=ROOT)
     train_s, n = training_side(out_dir)
     info = read_json(out_dir / "competition.json")
     with tempfile.TemporaryDirectory() as tmp:
