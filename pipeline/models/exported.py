@@ -38,7 +38,8 @@ class OnnxEncoder(nn.Module):
         self.names = [i.name for i in self.session.get_inputs()]
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        feed = {name: x.contiguous().numpy() for name, x in zip(self.names, inputs, strict=True)}
+        # on the CPU, as in training, also where a GPU machine predicts with a CPU-trained member
+        feed = {name: x.cpu().contiguous().numpy() for name, x in zip(self.names, inputs, strict=True)}
         return torch.from_numpy(self.session.run(None, feed)[0])
 
 
