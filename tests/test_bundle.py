@@ -44,7 +44,6 @@ def test_bundle_installs_offline_and_predicts_the_same(make_comp, tmp_path):
     out = tmp_path / "out"
     image = ["model=image", "model.backbone.name=resnet18", f"model.backbone.weights={weights}"]
     frozen = [*image, "model.backbone.input_size=32", "model.finetune=frozen", "model.head.hidden=[8]"]
-    frozen += ["trainer.onnx=[image]"]  # embedded through its ONNX export, which the bundle carries
     for model in (["model=tabular_lgbm"], [*image, "model.backbone.input_size=32"], frozen):
         cfg = comp_cfg(comp, *FAST, *model, out_dir=out)
         train_job(cfg, prepare(cfg))

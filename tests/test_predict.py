@@ -50,8 +50,8 @@ MEMBERS = {  # name: (competition kind, overrides)
     "text_frozen": ("text", ["model=text", "data.max_length=16"]),  # embedded through ONNX Runtime
     "text_frozen_torch": ("text", ["model=text", "data.max_length=16", "trainer.onnx=[]"]),
     "text_finetune": ("text", ["model=text", "data.max_length=16", "model.finetune=full"]),
-    "image_frozen_tta": ("image", ["model=image", "model.tta=true"]),
-    "image_frozen_onnx_tta": ("image", ["model=image", "model.tta=true", "trainer.onnx=[image]"]),
+    "image_frozen_tta": ("image", ["model=image", "model.tta=true"]),  # embedded through ONNX Runtime
+    "image_frozen_torch_tta": ("image", ["model=image", "model.tta=true", "trainer.onnx=[text]"]),
     "image_finetune": ("image", ["model=image", "model.finetune=full"]),
     "image_pixels": ("image", ["model=image_pixels"]),
     "image_scratch": ("image", ["model=image", "model.finetune=full", "model.backbone.weights=null"]),
