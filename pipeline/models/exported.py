@@ -4,9 +4,10 @@ compute the same embeddings (ONNX Runtime's differ from torch's by ~1e-6).
 
 Measured on the 2-core CPU (torch 2.14, onnxruntime 1.32, `benchmarks/bench_onnx.py`, reading and tokenizing
 included): all-MiniLM-L6-v2 over rotten's 2,551 test texts, 5.5 s instead of 8.9 s; EfficientNet-Lite0 over mnist's
-1,000 test images at 160 px, 2.3 s instead of 7.6 s. Exporting takes ~5 s, once per backbone. An export that fails, or that strays from torch on a probe
-batch, is not used: torch embeds instead. A text backbone's tokenizer is saved beside it as the `tokenizers` library
-runs it, when it gives training's tokens exactly: predict then needs no transformers (~0.7 s of its start).
+1,000 test images at 160 px, 2.3 s instead of 7.6 s. Exporting takes ~5 s, once per backbone. An export that fails,
+or that strays from torch on a probe batch, is not used: torch embeds instead. A text backbone's tokenizer is saved
+beside it as the `tokenizers` library runs it, when it gives training's tokens exactly: predict then needs no
+transformers (~0.7 s of its start).
 """
 
 import importlib.util
