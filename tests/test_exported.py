@@ -13,6 +13,7 @@ import torch
 from conftest import comp_cfg
 
 from pipeline.artifacts import ModelFolder
+from pipeline.errors import UserError
 from pipeline.models import exported
 from pipeline.prepare import prepare
 from pipeline.training.job import train_job
@@ -142,3 +143,15 @@ class TinyText(torch.nn.Module):
 
     def forward(self, ids, mask):
         return (self.emb(ids) * mask.unsqueeze(-1)).sum(1)
+
+
+def test_predict_without_onnx_runtime_names_the_install(make_comp, tmp_path, tiny_bert, monkeypatch):
+    import importlib.util
+
+    comp = make_comp(text=True)
+    folder, info = train(comp, tmp_path / "out", tiny_bert)
+    find_spec = importlib.util.find_spec
+    missing = lambda name, *a: None if name == "onnxruntime" else find_spec(name, *a)  # noqa: E731
+    monkeypatch.setattr(importlib.util, "find_spec", missing)
+    with pytest.raises(UserError, match=r"embeds through its ONNX export .*encoder-.*\.onnx: pip install onnxruntime"):
+        predict_member(folder, info, comp.test)

@@ -189,7 +189,8 @@ def encoder_file(cfg, backbone: Backbone, cache_dir: Path) -> Path | None:
     if mcfg.kind not in cfg.trainer.get("onnx", []) or not exported.usable(backbone.module):
         return None
     spec = {"backbone": OmegaConf.to_container(mcfg.backbone), "stamp": _source_stamp(mcfg), "kind": mcfg.kind}
-    return Path(cache_dir) / f"encoder-{hashlib.sha256(json.dumps(spec, default=str).encode()).hexdigest()[:16]}.onnx"
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return Path(cache_dir) / f"encoder-{digest}.onnx"
 
 
 def frozen_embeddings(

@@ -2,6 +2,7 @@
 averaged over the folds as training averaged its test predictions. Nothing is fitted here."""
 
 import hashlib
+import importlib.util
 import json
 import logging
 from pathlib import Path
@@ -78,6 +79,8 @@ def frozen_backbone(cfg: DictConfig, state: dict, out_dir: Path) -> Backbone:
     if not state.get("encoder"):
         return build_backbone(cfg.model.kind, cfg.model.backbone)
     path = out_dir / state["encoder"]
+    if importlib.util.find_spec("onnxruntime") is None:
+        raise UserError(f"a member embeds through its ONNX export {path}: pip install onnxruntime")
     if not path.is_file():
         log.info("%s not found: exporting the backbone again", path)
         module = build_backbone(cfg.model.kind, cfg.model.backbone).module
