@@ -1,4 +1,5 @@
-"""The outputs layout (the model folder's format) and atomic writes: nothing half-written is ever read later."""
+"""The outputs layout (competition.json as a record, the model folder's format) and atomic writes: nothing half-written
+is ever read later."""
 
 import functools
 import io
