@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RUNS = 3  # the command varies by ~0.5 s from run to run on these 2 cores: its median
 sys.path.insert(0, str(ROOT))
 
-from pipeline.artifacts import model_folder, read_json  # noqa: E402
+from pipeline.artifacts import CompetitionInfo, model_folder  # noqa: E402
 from pipeline.ensembling.saved import load_ensemble  # noqa: E402
 from pipeline.predict import predict_rows  # noqa: E402
 
@@ -68,7 +68,7 @@ def main() -> None:
             cmd = ["make", "-s", stage, f"ARGS=data={args.train} name={args.name}{extra}"]
             subprocess.run(cmd, check=True, cwd=ROOT)
     train_s, n = training_side(out_dir)
-    info = read_json(out_dir / "competition.json")
+    info = CompetitionInfo.read(out_dir)
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "pipeline.predict", f"name={args.name}", f"predict.output={tmp}/sub.csv"]
         runs = []
@@ -80,14 +80,14 @@ def main() -> None:
         start = time.time()
         subprocess.run([sys.executable, "-m", "pipeline.predict", "--help"], check=True, cwd=ROOT, capture_output=True)
         startup = time.time() - start
-    saved, test = load_ensemble(out_dir), pd.read_csv(info["test_csv"])
+    saved, test = load_ensemble(out_dir), pd.read_csv(info.test_csv)
     start = time.time()
     predict_rows(out_dir, info, saved, test, progress=False)
     cold = time.time() - start
     start = time.time()
     predict_rows(out_dir, info, saved, test, progress=False)
     warm = time.time() - start
-    print(f"{args.name}: {n} members of the ensemble, {info['n_test']} test rows")
+    print(f"{args.name}: {n} members of the ensemble, {info.n_test} test rows")
     print(f"{'side':<52}{'seconds':>9}{'ratio':>8}")
     print(f"{'training run, predicting the test rows':<52}{train_s:>9.1f}{1.0:>8.2f}")
     for what, seconds in (

@@ -1,4 +1,5 @@
-"""The outputs layout (the model folder's format) and atomic writes: nothing half-written is ever read later."""
+"""The outputs layout (competition.json as a record, the model folder's format) and atomic writes: nothing half-written
+is ever read later."""
 
 import functools
 import io
@@ -6,7 +7,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,57 @@ def write_json(obj: Any, path: Path) -> Path:
 def read_json(path: Path) -> Any:
     """Read a JSON file."""
     return json.loads(Path(path).read_text())
+
+
+# -- competition.json: what the prepare stage tells every later stage -------------------------------------------
+COMPETITION = "competition.json"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CompetitionInfo:
+    """competition.json as a record: its fields in the file's key order. The defaults are for outputs written
+    before those keys existed (and are never written by `prepare` as defaults: it sets every field)."""
+
+    task: str
+    metric: str
+    classes: list | None  # original labels (classes[i] is encoded as i); None for regression
+    id_col: str
+    target: str
+    train_csv: str
+    test_csv: str | None = None  # older outputs lack it: the ensemble stage falls back to data.test_csv
+    n_train: int
+    n_test: int
+    data_hash: str
+    folds_hash: str
+    sample_submission: str | None = None  # None: submissions are id + target
+    feature_cols: list[str] = field(default_factory=list)
+    numeric_cols: list[str] | None = None  # older outputs lack it: predict lets pandas guess the columns' types
+    image_col: str | None = None
+    text_col: str | None = None
+
+    @property
+    def columns(self) -> list[str]:
+        """The prediction columns of oof.csv/test.csv: str(class) per class, or ["prediction"]."""
+        return ["prediction"] if self.classes is None else [str(c) for c in self.classes]
+
+    @classmethod
+    def read(cls, path: Path) -> "CompetitionInfo":
+        """Read competition.json (`path`, or the outputs folder holding it); unknown keys are ignored."""
+        path = Path(path)
+        path = path / COMPETITION if path.is_dir() else path
+        try:
+            raw = read_json(path)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise UserError(f"{path} is not valid JSON (truncated or edited): rerun `make train` to rewrite it") from e
+        try:
+            return cls(**{f.name: raw[f.name] for f in fields(cls) if f.name in raw})
+        except TypeError as e:
+            raise UserError(f"{path} lacks a key ({e}): rerun `make train` to rewrite it") from e
+
+    def write(self, path: Path) -> Path:
+        """Write competition.json (`path`, or the outputs folder to hold it), atomically."""
+        path = Path(path)
+        return write_json(asdict(self), path / COMPETITION if path.is_dir() else path)
 
 
 # -- The model folder: outputs/<name>/models/<model_id>/ -------------------------------------------------------

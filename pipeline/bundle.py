@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
 
@@ -129,13 +130,13 @@ The notebook's own torch and torchvision are used (the wheel needs torch {torch}
 @hydra.main(config_path="conf", config_name="bundle", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     # the stage's code loads only when work starts: `--help` answers at once
-    from pipeline.artifacts import MODELS, model_folder, read_json, write_json
+    from pipeline.artifacts import COMPETITION, MODELS, CompetitionInfo, model_folder
     from pipeline.ensembling.saved import ENSEMBLE_FILE, load_ensemble, needed_members
 
     with user_errors():
         out_dir, dest = Path(cfg.paths.output_dir), Path(cfg.bundle.dir)
         saved = load_ensemble(out_dir)
-        info = read_json(out_dir / "competition.json")
+        info = CompetitionInfo.read(out_dir / COMPETITION)
         tmp = dest.with_name(f".{dest.name}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         comp = tmp / "outputs" / cfg.name
@@ -157,15 +158,15 @@ def main(cfg: DictConfig) -> None:
                 continue
             (comp / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(out_dir / rel, comp / rel)
-        if info.get("sample_submission") and Path(info["sample_submission"]).is_file():  # the format to follow
-            shutil.copy2(info["sample_submission"], comp / "sample_submission.csv")
-            info["sample_submission"] = "sample_submission.csv"  # found under the outputs folder (predict.py)
-        write_json(info, comp / "competition.json")
+        if info.sample_submission and Path(info.sample_submission).is_file():  # the format to follow
+            shutil.copy2(info.sample_submission, comp / "sample_submission.csv")
+            info = replace(info, sample_submission="sample_submission.csv")  # found under the outputs folder
+        info.write(comp / COMPETITION)
         shutil.copy2(out_dir / ENSEMBLE_FILE, comp / ENSEMBLE_FILE)
         build_wheel(tmp / "wheels")
         if cfg.bundle.wheelhouse:
             wheelhouse(tmp / "wheels")
-        image_dir = " \\\n    predict.image_dir=<the test images' folder>" if info.get("image_col") else ""
+        image_dir = " \\\n    predict.image_dir=<the test images' folder>" if info.image_col else ""
         (tmp / "README.md").write_text(
             README.format(
                 name=cfg.name,

@@ -4,8 +4,11 @@ python -m pipeline.predict data=adult predict.test_csv=new_rows.csv      # make 
 python -m pipeline.predict name=adult predict.output=my_submission.csv
 """
 
+from __future__ import annotations
+
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from omegaconf import DictConfig
@@ -13,14 +16,17 @@ from omegaconf import DictConfig
 from pipeline.errors import UserError, user_errors
 from pipeline.schema import cli
 
+if TYPE_CHECKING:  # the record's module loads pandas: imported when work starts, so `--help` answers at once
+    from pipeline.artifacts import CompetitionInfo
+
 log = logging.getLogger(__name__)
 
 
-def needed_columns(info: dict) -> list[str]:
-    return [info["id_col"], *(info.get("feature_cols") or []), *[c for c in (info["text_col"], info["image_col"]) if c]]
+def needed_columns(info: CompetitionInfo) -> list[str]:
+    return [info.id_col, *info.feature_cols, *[c for c in (info.text_col, info.image_col) if c]]
 
 
-def check_rows(test, info: dict, path: Path, image_dir: str | None, data) -> Path | None:
+def check_rows(test, info: CompetitionInfo, path: Path, image_dir: str | None, data) -> Path | None:
     """The new rows pass the checks training's test file passed, before any member reads them: the columns, ids,
     texts, images and numbers. Returns the folder of their images (`image_folder`), or None."""
     from pipeline.data.contract import check_finite, check_ids, check_images, check_numeric, check_text, image_folder
@@ -28,45 +34,41 @@ def check_rows(test, info: dict, path: Path, image_dir: str | None, data) -> Pat
     missing = [c for c in needed_columns(info) if c not in test.columns]
     if missing:
         raise UserError(f"{path} lacks column {missing[0]!r}, which the members read: give the test file's columns")
-    check_ids(test, info["id_col"], path)
-    if info.get("text_col"):
-        check_text(test, info["text_col"], path)
-    check_numeric(test, info.get("numeric_cols") or [], path, info["train_csv"])
-    check_finite(test, info.get("feature_cols") or [], path)
+    check_ids(test, info.id_col, path)
+    if info.text_col:
+        check_text(test, info.text_col, path)
+    check_numeric(test, info.numeric_cols or [], path, info.train_csv)
+    check_finite(test, info.feature_cols, path)
     folder = image_folder(info, data, image_dir)
     if folder is None:
         return None
     if not folder.is_dir():
         raise UserError(f"predict.image_dir={folder} is not a folder: give the folder of the images {path} names")
     outside = bool(data.get("allow_outside_image_dir", False))
-    check_images(test, info["image_col"], folder, path, outside, key="predict.image_dir")
+    check_images(test, info.image_col, folder, path, outside, key="predict.image_dir")
     return folder
 
 
-def submission(pred, ids, info: dict, sample_path: str | None, out_dir: Path):
+def submission(pred, ids, info: CompetitionInfo, sample_path: str | None, out_dir: Path):
     """In the sample's format: its id order when it holds exactly these ids, else theirs in the file's order."""
-    import numpy as np
-
     from pipeline.data.contract import read_csv
-    from pipeline.ensembling.members import Context
+    from pipeline.ensembling.members import Format
     from pipeline.ensembling.submission import default_format, fill_sample, sample_for
-    from pipeline.metrics import get_metric
 
-    columns = ["prediction"] if info["classes"] is None else [str(c) for c in info["classes"]]
-    metric = get_metric(info["metric"], info["task"])
-    none = np.zeros(0)  # the training rows: not needed to write a submission
-    ctx = Context(out_dir, info, metric, columns, ids=none, folds=none, y=none, test_csv=Path(info["test_csv"]))
+    fmt = Format.of(info)
     if not sample_path:
-        return default_format(pred, ids, ctx)
+        return default_format(pred, ids, fmt)
     if not Path(sample_path).is_absolute() and (out_dir / sample_path).is_file():  # a bundle's own copy
         sample_path = str(out_dir / sample_path)
     sample = read_csv(sample_path, "predict.sample_submission")
-    if set(sample[info["id_col"]].astype(str)) != set(ids.astype(str)) or len(sample) != len(ids):
-        sample = sample_for(sample, ids, info["id_col"])
-    return fill_sample(sample, pred, ids, ctx, Path(sample_path))
+    if set(sample[info.id_col].astype(str)) != set(ids.astype(str)) or len(sample) != len(ids):
+        sample = sample_for(sample, ids, info.id_col)
+    return fill_sample(sample, pred, ids, fmt, Path(sample_path))
 
 
-def predict_rows(out_dir: Path, info: dict, saved: dict, test, image_dir: Path | None = None, progress: bool = True):
+def predict_rows(
+    out_dir: Path, info: CompetitionInfo, saved: dict, test, image_dir: Path | None = None, progress: bool = True
+):
     """The chosen ensemble's predictions of the `test` rows: every member's fold models, then the ensemble."""
     import numpy as np
     from tqdm import tqdm
@@ -87,26 +89,25 @@ def predict_rows(out_dir: Path, info: dict, saved: dict, test, image_dir: Path |
 @hydra.main(config_path="conf", config_name="predict", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     # the stage's code (torch, the members' libraries) loads only when work starts: `--help` answers at once
-    from pipeline.artifacts import model_folder, read_json, write_csv
+    from pipeline.artifacts import COMPETITION, CompetitionInfo, model_folder, write_csv
     from pipeline.data.contract import read_csv
     from pipeline.ensembling.saved import load_ensemble, needed_members
 
     with user_errors():
         out_dir, p = Path(cfg.paths.output_dir), cfg.predict
-        if not (out_dir / "competition.json").is_file():
-            raise UserError(f"{out_dir / 'competition.json'} not found: train this competition first (make train)")
-        info = read_json(out_dir / "competition.json")
+        if not (out_dir / COMPETITION).is_file():
+            raise UserError(f"{out_dir / COMPETITION} not found: train this competition first (make train)")
+        info = CompetitionInfo.read(out_dir / COMPETITION)
         saved = load_ensemble(out_dir)
-        test_csv = p.test_csv or info["test_csv"]
-        numeric = info.get("numeric_cols")  # the other columns read as text, as training read them (older outputs
-        # lack the list: pandas guesses)
+        test_csv = p.test_csv or info.test_csv
+        numeric = info.numeric_cols  # the other columns read as text, as training read them (None: pandas guesses)
         as_text = [] if numeric is None else [c for c in needed_columns(info) if c not in numeric]
         test = read_csv(test_csv, "predict.test_csv", as_text)
         data = model_folder(out_dir, needed_members(saved)[0]).read_config().data  # alike in every member
         image_dir = check_rows(test, info, Path(test_csv), p.image_dir, data)
         pred = predict_rows(out_dir, info, saved, test, image_dir)
         sub = submission(
-            pred, test[info["id_col"]].to_numpy(), info, p.sample_submission or info["sample_submission"], out_dir
+            pred, test[info.id_col].to_numpy(), info, p.sample_submission or info.sample_submission, out_dir
         )
         write_csv(sub, Path(p.output))
         print(f"predictions ({saved['name']}, {len(saved['members'])} members, {len(test)} rows): {p.output}")

@@ -11,7 +11,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
-from pipeline.artifacts import write_json
+from pipeline.artifacts import COMPETITION, CompetitionInfo
 from pipeline.data.contract import Competition, is_numeric, load_competition
 from pipeline.data.folds import load_or_build_folds
 from pipeline.errors import UserError, user_errors
@@ -44,26 +44,26 @@ def ensure_demo(data: DictConfig) -> None:
         raise UserError(str(e)) from e
 
 
-def competition_info(comp: Competition, meta: dict) -> dict:
+def competition_info(comp: Competition, meta: dict) -> CompetitionInfo:
     """What later stages need to read predictions back: task, metric, classes, columns, hashes."""
-    return {
-        "task": comp.task,
-        "metric": comp.metric.name,
-        "classes": comp.classes,
-        "id_col": comp.id_col,
-        "target": comp.target,
-        "train_csv": str(comp.train_path),
-        "test_csv": str(comp.test_path),
-        "n_train": len(comp.train),
-        "n_test": len(comp.test),
-        "data_hash": comp.data_hash,
-        "folds_hash": meta["folds_hash"],
-        "sample_submission": str(comp.sample_submission) if comp.sample_submission else None,
-        "feature_cols": comp.feature_cols,
-        "numeric_cols": [c for c in comp.feature_cols if is_numeric(comp.train[c])],  # new rows must keep them so
-        "image_col": comp.image_col,
-        "text_col": comp.text_col,
-    }
+    return CompetitionInfo(
+        task=comp.task,
+        metric=comp.metric.name,
+        classes=comp.classes,
+        id_col=comp.id_col,
+        target=comp.target,
+        train_csv=str(comp.train_path),
+        test_csv=str(comp.test_path),
+        n_train=len(comp.train),
+        n_test=len(comp.test),
+        data_hash=comp.data_hash,
+        folds_hash=meta["folds_hash"],
+        sample_submission=str(comp.sample_submission) if comp.sample_submission else None,
+        feature_cols=comp.feature_cols,
+        numeric_cols=[c for c in comp.feature_cols if is_numeric(comp.train[c])],  # new rows must keep them so
+        image_col=comp.image_col,
+        text_col=comp.text_col,
+    )
 
 
 def prepare(cfg: DictConfig) -> Prepared:
@@ -74,7 +74,7 @@ def prepare(cfg: DictConfig) -> Prepared:
     watch(out_dir)  # a user error from here on removes what this run wrote
     clean_temp_files(out_dir)  # of killed runs, when no other run of this competition is alive
     folds, meta = load_or_build_folds(cfg.cv, comp, out_dir)
-    write_json(competition_info(comp, meta), out_dir / "competition.json")
+    competition_info(comp, meta).write(out_dir / COMPETITION)
     counts = (
         ""
         if comp.classes is None

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from conftest import Comp
 
+from pipeline.artifacts import CompetitionInfo
 from pipeline.data.contract import MAX_INT_CLASSES, encode_target, infer_task, load_competition
 from pipeline.errors import UserError
 from pipeline.prepare import prepare
@@ -116,6 +117,33 @@ def test_mapping_saved_and_rule_logged(
     # every column with another role is left out of the tabular features
     assert prep.comp.feature_cols == ["num", "cat"]
     assert (info["image_col"], info["text_col"]) == ("image", "text")
+
+
+COMPETITION_KEYS = [  # competition.json's keys in their order: users' scripts and notebooks read this file
+    *("task", "metric", "classes", "id_col", "target", "train_csv", "test_csv", "n_train", "n_test", "data_hash"),
+    *("folds_hash", "sample_submission", "feature_cols", "numeric_cols", "image_col", "text_col"),
+]
+
+
+def test_competition_record_round_trips_the_prepared_file_byte_for_byte(
+    make_comp: Callable[..., Comp], make_cfg: Callable, out_dir: Path, tmp_path: Path
+) -> None:
+    prepare(make_cfg(make_comp(n_train=30, labels=(10, 3, 7), images=True, text=True)))
+    written = (out_dir / "competition.json").read_bytes()
+    assert list(json.loads(written)) == COMPETITION_KEYS
+    info = CompetitionInfo.read(out_dir)
+    assert info.classes == [3, 7, 10] and info.numeric_cols == ["num"]
+    assert info.write(tmp_path / "again.json").read_bytes() == written
+
+
+def test_competition_record_reads_older_outputs_with_their_defaults(tmp_path: Path) -> None:
+    older = {k: "x" for k in COMPETITION_KEYS if k not in ("test_csv", "numeric_cols", "sample_submission")}
+    (tmp_path / "competition.json").write_text(json.dumps(older | {"feature_cols": ["a"]}))
+    info = CompetitionInfo.read(tmp_path)
+    assert (info.test_csv, info.numeric_cols, info.sample_submission, info.feature_cols) == (None, None, None, ["a"])
+    (tmp_path / "competition.json").write_text(json.dumps({"task": "binary"}))
+    with pytest.raises(UserError, match=r"competition\.json lacks a key .*rerun `make train`"):
+        CompetitionInfo.read(tmp_path)
 
 
 def test_positive_class_override(make_comp: Callable[..., Comp], make_cfg: Callable, out_dir: Path) -> None:

@@ -1,7 +1,6 @@
 """Frozen backbones on the CPU embed through their ONNX export (pipeline/models/exported.py): close to torch, the
 same numbers in training and predict, and torch where an export cannot be used."""
 
-import json
 import logging
 import subprocess
 import sys
@@ -12,7 +11,7 @@ import pytest
 import torch
 from conftest import comp_cfg
 
-from pipeline.artifacts import ModelFolder
+from pipeline.artifacts import CompetitionInfo, ModelFolder
 from pipeline.errors import UserError
 from pipeline.models import exported
 from pipeline.prepare import prepare
@@ -27,7 +26,7 @@ def train(comp, out, tiny_bert, *overrides: str) -> tuple[ModelFolder, dict]:
     cfg = comp_cfg(comp, *FAST, *text, *overrides, out_dir=out)
     prep = prepare(cfg)
     folder = ModelFolder(prep.out_dir / "models" / train_job(cfg, prep)["model_id"])
-    return folder, json.loads((prep.out_dir / "competition.json").read_text())
+    return folder, CompetitionInfo.read(prep.out_dir)
 
 
 def embeddings(out) -> np.ndarray:
@@ -55,10 +54,11 @@ def test_predict_with_an_export_imports_no_transformers(make_comp, tmp_path, tin
     folder, info = train(comp, tmp_path / "out", tiny_bert)
     code = (
         "import sys, json, pandas as pd, pathlib\n"
-        "from pipeline.artifacts import ModelFolder\n"
+        "from pipeline.artifacts import CompetitionInfo, ModelFolder\n"
         "from pipeline.training.predictor import predict_member\n"
         f"folder = ModelFolder(pathlib.Path({str(folder.path)!r}))\n"
-        f"pred = predict_member(folder, json.loads({json.dumps(info)!r}), pd.read_csv({str(comp.test_csv)!r}))\n"
+        f"info = CompetitionInfo.read(pathlib.Path({str(folder.path.parent.parent)!r}))\n"
+        f"pred = predict_member(folder, info, pd.read_csv({str(comp.test_csv)!r}))\n"
         "pd.DataFrame(pred).to_csv(sys.argv[1], index=False)\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'transformers', 'timm'}))\n"
     )

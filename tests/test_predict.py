@@ -18,7 +18,7 @@ from conftest import ROOT, build_cfg, comp_cfg
 from skops import io as skops_io
 
 from pipeline import ensemble, predict
-from pipeline.artifacts import TYPES, ModelFolder, load_safe
+from pipeline.artifacts import TYPES, CompetitionInfo, ModelFolder, load_safe
 from pipeline.data.tabular import TabularFeatures
 from pipeline.ensembling.methods import Selected
 from pipeline.ensembling.saved import load_ensemble, needed_members
@@ -71,7 +71,7 @@ def train(make_comp, tmp_path, kind: str, overrides: list[str], assets: dict) ->
     cfg = comp_cfg(comp, *FAST, *overrides, *extra, out_dir=tmp_path / "out")
     prep = prepare(cfg)
     metrics = train_job(cfg, prep)
-    info = json.loads((prep.out_dir / "competition.json").read_text())
+    info = CompetitionInfo.read(prep.out_dir)
     return ModelFolder(prep.out_dir / "models" / metrics["model_id"]), info, comp
 
 
@@ -157,7 +157,7 @@ def test_members_without_weight_are_not_read(make_comp, tmp_path):
     chosen.index_ = 1
     assert needed_members(saved | {"method": chosen}) == saved["members"][1:]  # the member chosen out of fold
     shutil.rmtree(out / "models" / saved["members"][1])
-    info = json.loads((out / "competition.json").read_text())
+    info = CompetitionInfo.read(out)
     got = predict.predict_rows(out, info, saved, comp.test, progress=False)
     first = predict_member(ModelFolder(out / "models" / saved["members"][0]), info, comp.test)
     np.testing.assert_allclose(got, first, atol=1e-6)
@@ -181,7 +181,7 @@ def test_members_fitted_alike_share_their_tabular_features(make_comp, tmp_path, 
     for seed in (0, 1):
         cfg = comp_cfg(comp, *FAST, "model=tabular_lgbm", f"seed={seed}", out_dir=out)
         folders.append(ModelFolder(out / "models" / train_job(cfg, prepare(cfg))["model_id"]))
-    info, calls = json.loads((out / "competition.json").read_text()), []
+    info, calls = CompetitionInfo.read(out), []
     transform = TabularFeatures.transform
     monkeypatch.setattr(TabularFeatures, "transform", lambda self, df: calls.append(1) or transform(self, df))
     shared = {}
@@ -255,7 +255,7 @@ def test_bad_new_rows_stop_with_one_line_naming_file_line_and_column(make_comp, 
     comp = make_comp(text=True, images=True)
     cfg = comp_cfg(comp, out_dir=tmp_path / "out")
     prep = prepare(cfg)
-    info = json.loads((prep.out_dir / "competition.json").read_text())
+    info = CompetitionInfo.read(prep.out_dir)
     path = tmp_path / "rows.csv"
     _corrupt(comp.test, how).to_csv(path, index=False)
     rows = pd.read_csv(path)
@@ -295,7 +295,7 @@ def test_images_beside_the_training_file_are_found_when_predicting(make_comp, tm
     comp.write()
     cfg = comp_cfg(comp, out_dir=tmp_path / "out")
     cfg.data.image_dir = None
-    info = json.loads((prepare(cfg).out_dir / "competition.json").read_text())
+    info = CompetitionInfo.read(prepare(cfg).out_dir)
     assert predict.check_rows(comp.test, info, comp.test_csv, None, cfg.data) == comp.dir
     assert member_competition(info, cfg.data, comp.test).image_dir == comp.dir
 

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
+from pipeline.artifacts import CompetitionInfo
 from pipeline.choices import Task
 from pipeline.errors import UserError
 from pipeline.metrics import Metric, get_metric
@@ -22,9 +23,9 @@ MAX_INT_CLASSES = 20  # an integer target with at most this many distinct values
 class Competition:
     """A validated competition: both tables, the encoded target and what every column is for."""
 
-    train: pd.DataFrame
+    train: pd.DataFrame | None  # None when predicting new rows (`for_predict`): no training rows are read
     test: pd.DataFrame
-    y: np.ndarray  # class indices (int) or regression values (float)
+    y: np.ndarray | None  # class indices (int) or regression values (float); None as `train`
     task: str
     metric: Metric
     classes: list | None  # original labels; classes[i] is encoded as i
@@ -40,6 +41,24 @@ class Competition:
     test_path: Path | None = None
     sample_submission: Path | None = None
     notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def for_predict(cls, info: CompetitionInfo, rows: pd.DataFrame, image_dir: Path | None) -> "Competition":
+        """The trained competition (competition.json) with new `rows` to predict as its test rows."""
+        return cls(
+            train=None,
+            test=rows,
+            y=None,
+            task=info.task,
+            metric=get_metric(info.metric, info.task),
+            classes=info.classes,
+            id_col=info.id_col,
+            target=info.target,
+            feature_cols=list(info.feature_cols),
+            image_col=info.image_col,
+            image_dir=image_dir,
+            text_col=info.text_col,
+        )
 
 
 def read_csv(path: str | Path, key: str, as_text: list[str] | tuple = ()) -> pd.DataFrame:
@@ -201,12 +220,12 @@ def check_images(
             raise UserError(f"{path} line {i + 2}: {file} is not a readable image ({e})") from e
 
 
-def image_folder(info: dict, data, given: str | Path | None = None) -> Path | None:
+def image_folder(info: CompetitionInfo, data, given: str | Path | None = None) -> Path | None:
     """Where a trained competition's rows' images are: `given` (predict.image_dir), else training's data.image_dir,
     else the training file's folder (as `load_competition`); None without an image column."""
-    if not info.get("image_col"):
+    if not info.image_col:
         return None
-    return Path(given or data.get("image_dir") or Path(info["train_csv"]).parent)
+    return Path(given or data.get("image_dir") or Path(info.train_csv).parent)
 
 
 def check_text(df: pd.DataFrame, col: str, path: Path) -> None:

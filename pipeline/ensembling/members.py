@@ -15,7 +15,7 @@ import pandas as pd
 from omegaconf import DictConfig, ListConfig
 from sklearn.model_selection import KFold, StratifiedKFold
 
-from pipeline.artifacts import MODELS, ModelFolder, model_folders, read_json
+from pipeline.artifacts import COMPETITION, MODELS, CompetitionInfo, ModelFolder, model_folders, read_json
 from pipeline.data.contract import file_hash
 from pipeline.data.folds import HOLDOUT_TRAIN_ONLY
 from pipeline.data.tabular import split_columns
@@ -28,29 +28,44 @@ PROBA_TOLERANCE = 1e-6  # float32 round-off written to CSV may overshoot [0, 1] 
 
 
 @dataclass
-class Context:
-    """The competition as the training stage left it: task, metric, columns, folds and the encoded target."""
+class Format:
+    """What predictions are written from: competition.json and the metric (labels or probabilities)."""
+
+    info: CompetitionInfo
+    metric: Metric
+
+    @classmethod
+    def of(cls, info: CompetitionInfo) -> "Format":
+        """The format competition.json's metric gives (predict: new rows, no training rows)."""
+        return cls(info, get_metric(info.metric, info.task))
+
+    @property
+    def task(self) -> str:
+        return self.info.task
+
+    @property
+    def classes(self) -> list | None:
+        return self.info.classes
+
+    @property
+    def id_col(self) -> str:
+        return self.info.id_col
+
+    @property
+    def columns(self) -> list[str]:
+        """Prediction columns: str(class) per class, or ["prediction"]."""
+        return self.info.columns
+
+
+@dataclass
+class Context(Format):
+    """The competition as the training stage left it: its `Format`, the folds and the encoded target."""
 
     out_dir: Path
-    info: dict  # competition.json
-    metric: Metric
-    columns: list[str]  # prediction columns: str(class) per class, or ["prediction"]
     ids: np.ndarray  # folds.csv ids, in training-row order
     folds: np.ndarray  # the validation fold of each training row (-1: never validated)
     y: np.ndarray  # class indices or values, per training row
     test_csv: Path
-
-    @property
-    def task(self) -> str:
-        return self.info["task"]
-
-    @property
-    def classes(self) -> list | None:
-        return self.info["classes"]
-
-    @property
-    def id_col(self) -> str:
-        return self.info["id_col"]
 
     @property
     def validated(self) -> np.ndarray:
@@ -99,64 +114,58 @@ def same_ids(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(np.array_equal(a.astype(str), b.astype(str)))
 
 
-def encode(labels: pd.Series, info: dict, path: Path) -> np.ndarray:
+def encode(labels: pd.Series, info: CompetitionInfo, path: Path) -> np.ndarray:
     """Map a target column to class indices through competition.json's classes (or to floats)."""
-    if info["classes"] is None:
+    if info.classes is None:
         return pd.to_numeric(labels).to_numpy(float)
-    index = {str(c): i for i, c in enumerate(info["classes"])}
+    index = {str(c): i for i, c in enumerate(info.classes)}
     codes = labels.astype(str).map(index)
     if codes.isna().any():
         bad = labels[codes.isna()].iloc[0]
-        raise UserError(f"{path}: label {bad!r} is not one of the competition's classes {info['classes']}")
+        raise UserError(f"{path}: label {bad!r} is not one of the competition's classes {info.classes}")
     return codes.to_numpy(int)
 
 
-def _train_target(info: dict, ids: np.ndarray) -> np.ndarray:
+def _train_target(info: CompetitionInfo, ids: np.ndarray) -> np.ndarray:
     """The encoded training target, checked to be the file the folds were built on."""
-    path = Path(info["train_csv"])
-    train = _read_csv(path, "data.train_csv", (info["id_col"], info["target"]))
-    if file_hash(path) != info["data_hash"]:
+    path = Path(info.train_csv)
+    train = _read_csv(path, "data.train_csv", (info.id_col, info.target))
+    if file_hash(path) != info.data_hash:
         raise UserError(
             f"{path} changed since the models were trained (hash {file_hash(path)}, competition.json "
-            f"has {info['data_hash']}): rerun `make train`"
+            f"has {info.data_hash}): rerun `make train`"
         )
-    if not same_ids(train[info["id_col"]].to_numpy(), ids):
+    if not same_ids(train[info.id_col].to_numpy(), ids):
         raise UserError(f"{path} ids differ from folds.csv: rerun `make train` to rebuild the folds")
-    return encode(train[info["target"]], info, path)
+    return encode(train[info.target], info, path)
 
 
 def load_context(out_dir: Path, data: DictConfig) -> Context:
     """Read competition.json, folds.csv/json and the training target from the training stage's outputs."""
     out_dir = Path(out_dir)
-    comp_path = out_dir / "competition.json"
+    comp_path = out_dir / COMPETITION
     if not comp_path.is_file():
         raise UserError(
             f"{comp_path} not found: run `make train` for this competition first "
             f"(or point paths.output_dir / name at the competition's outputs)"
         )
-    try:
-        info = read_json(comp_path)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise UserError(f"{comp_path} is not valid JSON (truncated or edited): rerun `make train` to rewrite it") from e
+    info = CompetitionInfo.read(comp_path)
     folds_meta = read_json(out_dir / "folds.json") if (out_dir / "folds.json").is_file() else {}
-    if folds_meta.get("folds_hash") != info["folds_hash"]:
+    if folds_meta.get("folds_hash") != info.folds_hash:
         raise UserError(
             f"{out_dir / 'folds.json'} has folds_hash {folds_meta.get('folds_hash')} but "
-            f"competition.json has {info['folds_hash']}: rerun `make train` to rebuild them together"
+            f"competition.json has {info.folds_hash}: rerun `make train` to rebuild them together"
         )
-    folds = _read_csv(out_dir / "folds.csv", "folds.csv", (info["id_col"], "fold"))
-    ids = folds[info["id_col"]].to_numpy()
-    columns = ["prediction"] if info["classes"] is None else [str(c) for c in info["classes"]]
-    test_csv = Path(info.get("test_csv") or data.test_csv)
+    folds = _read_csv(out_dir / "folds.csv", "folds.csv", (info.id_col, "fold"))
+    ids = folds[info.id_col].to_numpy()
     return Context(
-        out_dir=out_dir,
         info=info,
-        metric=get_metric(info["metric"], info["task"]),
-        columns=columns,
+        metric=get_metric(info.metric, info.task),
+        out_dir=out_dir,
         ids=ids,
         folds=folds["fold"].to_numpy(),
         y=_train_target(info, ids),
-        test_csv=test_csv,
+        test_csv=Path(info.test_csv or data.test_csv),
     )
 
 
@@ -229,18 +238,18 @@ def validate_member(folder: ModelFolder, ctx: Context, test_ids: np.ndarray | No
         metrics = folder.read_metrics()
     except ValueError as e:
         raise InvalidMember(f"metrics.json is not valid JSON ({e})") from e
-    if metrics.get("folds_hash") != ctx.info["folds_hash"]:
+    if metrics.get("folds_hash") != ctx.info.folds_hash:
         raise InvalidMember(
             f"it was trained on other folds (folds_hash {metrics.get('folds_hash')}, folds.csv has "
-            f"{ctx.info['folds_hash']}): retrain it, or leave it out with "
+            f"{ctx.info.folds_hash}): retrain it, or leave it out with "
             f"ensemble.exclude=[{folder.name}]"
         )
     if metrics.get("task", ctx.task) != ctx.task:
         raise InvalidMember(f"its task is {metrics['task']}, the competition's is {ctx.task}")
     _, oof = _predictions(folder.oof, ctx, ctx.ids, ctx.validated)
     test = _predictions(folder.test, ctx, test_ids, None)
-    if test_ids is None and len(test[0]) != ctx.info["n_test"]:
-        raise InvalidMember(f"test.csv has {len(test[0])} rows, the competition has {ctx.info['n_test']}")
+    if test_ids is None and len(test[0]) != ctx.info.n_test:
+        raise InvalidMember(f"test.csv has {len(test[0])} rows, the competition has {ctx.info.n_test}")
     return metrics, oof[ctx.validated], test
 
 
@@ -317,18 +326,18 @@ def _stacked(arrays: list[np.ndarray], ctx: Context) -> np.ndarray:
 
 def _test_labels(ctx: Context, test_ids: np.ndarray) -> np.ndarray | None:
     """The encoded true test target from test_labels.csv beside train.csv (demos only; never used to fit)."""
-    path = Path(ctx.info["train_csv"]).parent / "test_labels.csv"
+    path = Path(ctx.info.train_csv).parent / "test_labels.csv"
     if not path.is_file():
         return None
     labels = pd.read_csv(path)
-    if ctx.id_col not in labels.columns or ctx.info["target"] not in labels.columns:
-        log.warning("%s lacks the columns '%s'/'%s': no test scores", path, ctx.id_col, ctx.info["target"])
+    if ctx.id_col not in labels.columns or ctx.info.target not in labels.columns:
+        log.warning("%s lacks the columns '%s'/'%s': no test scores", path, ctx.id_col, ctx.info.target)
         return None
     order = pd.Index(labels[ctx.id_col].astype(str)).get_indexer(pd.Index(test_ids.astype(str)))
     if (order < 0).any():
         log.warning("%s lacks %d of the test ids: no test scores", path, int((order < 0).sum()))
         return None
-    return encode(labels[ctx.info["target"]].iloc[order].reset_index(drop=True), ctx.info, path)
+    return encode(labels[ctx.info.target].iloc[order].reset_index(drop=True), ctx.info, path)
 
 
 def _as_object(df: pd.DataFrame, categorical: list[str]) -> pd.DataFrame:
@@ -343,11 +352,11 @@ def add_features(stack: Stack, ctx: Context) -> tuple[list[str], list[str]]:
 
     Returns the (numeric, categorical) feature columns; both empty when the competition has none.
     """
-    cols = list(ctx.info.get("feature_cols") or [])
+    cols = list(ctx.info.feature_cols)
     if not cols:
         log.warning("ensemble.stacking.passthrough=true but the competition has no tabular features: ignored")
         return [], []
-    train = _read_csv(Path(ctx.info["train_csv"]), "data.train_csv", tuple(cols))[cols]
+    train = _read_csv(Path(ctx.info.train_csv), "data.train_csv", tuple(cols))[cols]
     train = train[ctx.validated].reset_index(drop=True)
     numeric, categorical = split_columns(train, cols)
     test = _read_csv(ctx.test_csv, "data.test_csv", (ctx.id_col, *cols), as_text=categorical)  # as training did

@@ -180,8 +180,8 @@ def provenance(ctx: Context, stack: Stack, entries: list[Entry], chosen: Entry) 
         "weights": weights,
         "git_commit": _git("rev-parse", "HEAD"),
         "git_dirty": bool(_git("status", "--porcelain")),
-        "folds_hash": ctx.info["folds_hash"],
-        "data_hash": ctx.info["data_hash"],
+        "folds_hash": ctx.info.folds_hash,
+        "data_hash": ctx.info.data_hash,
         "command": command(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }

@@ -6,24 +6,25 @@ probabilities for probability metrics (roc_auc, logloss) and labels for label me
 """
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from pipeline.data.contract import check_sample
-from pipeline.ensembling.members import Context
+from pipeline.ensembling.members import Context, Format
 from pipeline.errors import UserError
 from pipeline.metrics import get_metric
 
 log = logging.getLogger(__name__)
 
 
-def _labels(pred: np.ndarray, ctx: Context) -> pd.Series:
+def _labels(pred: np.ndarray, ctx: Format) -> pd.Series:
     return pd.Series(np.asarray(ctx.classes, dtype=object)[pred.argmax(axis=1)])
 
 
-def _holds_labels(col: pd.Series, ctx: Context) -> bool:
+def _holds_labels(col: pd.Series, ctx: Format) -> bool:
     """Labels, not probabilities: non-numeric values, or values that are all classes (unless the metric reads
     probabilities: a 0-filled sample for an AUC competition asks for probabilities)."""
     if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
@@ -32,7 +33,7 @@ def _holds_labels(col: pd.Series, ctx: Context) -> bool:
     return bool(all_classes and not ctx.metric.needs_proba)
 
 
-def _target_column(col: pd.Series, pred: np.ndarray, ctx: Context, path: Path) -> pd.Series:
+def _target_column(col: pd.Series, pred: np.ndarray, ctx: Format, path: Path) -> pd.Series:
     """One target column: values (regression), labels, or P(classes[1]) (binary)."""
     if ctx.classes is None:
         return pd.Series(pred[:, 0])
@@ -47,7 +48,7 @@ def _target_column(col: pd.Series, pred: np.ndarray, ctx: Context, path: Path) -
     )
 
 
-def _sample_order(sample: pd.DataFrame, test_ids: np.ndarray, ctx: Context, path: Path) -> np.ndarray:
+def _sample_order(sample: pd.DataFrame, test_ids: np.ndarray, ctx: Format, path: Path) -> np.ndarray:
     if ctx.id_col not in sample.columns:
         raise UserError(f"{path} has no id column '{ctx.id_col}' (columns: {', '.join(map(str, sample.columns))})")
     order = pd.Index(test_ids.astype(str)).get_indexer(sample[ctx.id_col].astype(str))
@@ -59,7 +60,7 @@ def _sample_order(sample: pd.DataFrame, test_ids: np.ndarray, ctx: Context, path
     return order
 
 
-def from_sample(pred: np.ndarray, test_ids: np.ndarray, ctx: Context, path: Path) -> pd.DataFrame:
+def from_sample(pred: np.ndarray, test_ids: np.ndarray, ctx: Format, path: Path) -> pd.DataFrame:
     """Fill the sample's target columns with `pred`, in the sample's id order, columns and dtypes."""
     if not path.is_file():
         raise UserError(f"sample submission not found: {path} (set data.sample_submission=null for id + target)")
@@ -74,7 +75,7 @@ def sample_for(sample: pd.DataFrame, test_ids: np.ndarray, id_col: str) -> pd.Da
     return out
 
 
-def fill_sample(sample: pd.DataFrame, pred: np.ndarray, test_ids: np.ndarray, ctx: Context, path: Path):
+def fill_sample(sample: pd.DataFrame, pred: np.ndarray, test_ids: np.ndarray, ctx: Format, path: Path):
     """`from_sample` on a sample already read (`path` names it in errors)."""
     pred = pred[_sample_order(sample, test_ids, ctx, path)]
     targets = [c for c in sample.columns if c != ctx.id_col]
@@ -92,10 +93,10 @@ def fill_sample(sample: pd.DataFrame, pred: np.ndarray, test_ids: np.ndarray, ct
     return out
 
 
-def default_format(pred: np.ndarray, test_ids: np.ndarray, ctx: Context) -> pd.DataFrame:
+def default_format(pred: np.ndarray, test_ids: np.ndarray, ctx: Format) -> pd.DataFrame:
     """id + target: values, labels (label metrics) or probabilities (binary P(classes[1]); else per class)."""
     out = pd.DataFrame({ctx.id_col: test_ids})
-    target = ctx.info["target"]
+    target = ctx.info.target
     if ctx.classes is None:
         out[target] = pred[:, 0]
     elif not ctx.metric.needs_proba:
@@ -108,9 +109,9 @@ def default_format(pred: np.ndarray, test_ids: np.ndarray, ctx: Context) -> pd.D
     return out
 
 
-def build_submission(pred: np.ndarray, test_ids: np.ndarray, ctx: Context) -> pd.DataFrame:
+def build_submission(pred: np.ndarray, test_ids: np.ndarray, ctx: Format) -> pd.DataFrame:
     """The submission table for the chosen method's test predictions."""
-    sample = ctx.info.get("sample_submission")
+    sample = ctx.info.sample_submission
     if sample:
         return from_sample(pred, test_ids, ctx, Path(sample))
     return default_format(pred, test_ids, ctx)
@@ -122,13 +123,13 @@ def apply_command_line(ctx: Context, data, test_ids: np.ndarray) -> None:
     metric = data.get("metric")
     if metric not in (None, "auto") and metric != ctx.metric.name:
         ctx.metric = get_metric(metric, ctx.task)  # one line when it does not fit the members' task
-        log.info("metric: %s (data.metric; training scored %s)", metric, ctx.info["metric"])
+        log.info("metric: %s (data.metric; training scored %s)", metric, ctx.info.metric)
     sample = data.get("sample_submission")
-    if sample and str(sample) != ctx.info.get("sample_submission"):
+    if sample and str(sample) != ctx.info.sample_submission:
         if not Path(sample).is_file():
             raise UserError(f"data.sample_submission file not found: {sample} (set it to null to write id + target)")
         check_sample(Path(sample), pd.DataFrame({ctx.id_col: test_ids}), ctx.id_col, ctx.test_csv)
         log.info("submission format: %s (data.sample_submission)", sample)
-        ctx.info["sample_submission"] = str(sample)
+        ctx.info = replace(ctx.info, sample_submission=str(sample))
     width = 1 if ctx.classes is None else len(ctx.classes)
     build_submission(np.zeros((len(test_ids), width)), test_ids, ctx)  # a format that does not fit stops here

@@ -13,11 +13,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from threadpoolctl import threadpool_limits
 
-from pipeline.artifacts import ModelFolder
+from pipeline.artifacts import CompetitionInfo, ModelFolder
 from pipeline.choices import BACKBONE_KINDS, Finetune, ModelKind, TargetTransform
 from pipeline.data.contract import Competition, image_folder
 from pipeline.errors import UserError
-from pipeline.metrics import get_metric
 from pipeline.models import exported
 from pipeline.models.backbones import Backbone, build_backbone, text_tokenizer
 from pipeline.training.estimators import predict_sklearn, sklearn_inputs
@@ -28,23 +27,10 @@ from pipeline.training.targets import TARGET_TRANSFORMS, to_target
 log = logging.getLogger(__name__)
 
 
-def member_competition(info: dict, data, test: pd.DataFrame, image_dir: str | None = None) -> Competition:
+def member_competition(info: CompetitionInfo, data, test: pd.DataFrame, image_dir: str | None = None) -> Competition:
     """The competition as a member's fold models read it: competition.json's task and classes, the member's data
-    config (columns, image folder) and the rows to predict as `test`. No training rows are needed."""
-    return Competition(
-        train=test.iloc[:0],
-        test=test,
-        y=np.zeros(0),
-        task=info["task"],
-        metric=get_metric(info["metric"], info["task"]),
-        classes=info["classes"],
-        id_col=info["id_col"],
-        target=info["target"],
-        feature_cols=list(info.get("feature_cols") or []),
-        image_col=info.get("image_col"),
-        image_dir=image_folder(info, data, image_dir),
-        text_col=info.get("text_col"),
-    )
+    config (its image folder) and the rows to predict as `test`. No training rows are needed."""
+    return Competition.for_predict(info, test, image_folder(info, data, image_dir))
 
 
 SOURCES = ("model.backbone.weights", "model.backbone.name")  # the config keys that may name a weights file/folder
@@ -100,7 +86,11 @@ def frozen_tokenizer(cfg: DictConfig, state: dict, out_dir: Path):
 
 
 def predict_member(
-    folder: ModelFolder, info: dict, test: pd.DataFrame, image_dir: str | None = None, shared: dict | None = None
+    folder: ModelFolder,
+    info: CompetitionInfo,
+    test: pd.DataFrame,
+    image_dir: str | None = None,
+    shared: dict | None = None,
 ) -> np.ndarray:
     """(rows, columns) predictions of `test` by the member in `folder`, in the target's units. `shared`: what the
     members predicting these same rows compute once (`test_dataset`, frozen embeddings); `predict_rows` passes
