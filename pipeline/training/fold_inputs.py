@@ -47,11 +47,22 @@ class FoldInputs:
     test_seconds: float = 0.0
 
 
-def fit_tabular(comp: Competition, data_cfg, train_rows: np.ndarray):
-    """Tabular features for (fold train, fold val, test), every statistic fitted on the fold's train rows, and the
-    seconds the test rows took."""
+@dataclass
+class Tabular:
+    """One fold's tabular features: the transformer fitted on its train rows, every train and test row through it,
+    its width and the seconds the test rows took (all empty without feature columns)."""
+
+    fitted: TabularFeatures | None = None
+    train: np.ndarray | None = None
+    test: np.ndarray | None = None
+    dim: int = 0
+    seconds: float = 0.0
+
+
+def fit_tabular(comp: Competition, data_cfg, train_rows: np.ndarray) -> Tabular:
+    """Tabular features of all train and test rows, every statistic fitted on the fold's train rows."""
     if not comp.feature_cols:
-        return None, None, None, 0, 0.0
+        return Tabular()
     numeric, categorical = split_columns(comp.train, comp.feature_cols, data_cfg.get("feature_cols") is not None)
     tab = TabularFeatures(
         numeric,
@@ -63,7 +74,7 @@ def fit_tabular(comp: Competition, data_cfg, train_rows: np.ndarray):
     tab.fit(comp.train.iloc[train_rows])
     tick = time.time()
     test = tab.transform(comp.test)
-    return tab, tab.transform(comp.train), test, len(tab.names), time.time() - tick
+    return Tabular(tab, tab.transform(comp.train), test, len(tab.names), time.time() - tick)
 
 
 def image_datasets(comp, backbone: Backbone, mcfg, rows: dict, tab: dict, y: np.ndarray) -> dict[str, Dataset]:
@@ -102,15 +113,15 @@ def fold_datasets(
 
     `rows` holds the fold's "train" and "val" row indices; nothing fitted here sees the val or test rows.
     """
-    tab_fit, tab_all, tab_test, tab_dim, seconds = fit_tabular(comp, cfg.data, rows["train"])
-    inputs = _fold_datasets(comp, backbone, cfg, rows, y, cache_dir, tab_all, tab_test, tab_dim)
-    inputs.test_seconds += seconds
-    inputs.fitted = {"tab": tab_fit, "in_dim": inputs.in_dim, **inputs.fitted}
+    tabular = fit_tabular(comp, cfg.data, rows["train"])
+    inputs = _fold_datasets(comp, backbone, cfg, rows, y, cache_dir, tabular)
+    inputs.test_seconds += tabular.seconds
+    inputs.fitted = {"tab": tabular.fitted, "in_dim": inputs.in_dim, **inputs.fitted}
     return inputs
 
 
-def _fold_datasets(comp, backbone, cfg, rows, y, cache_dir, tab_all, tab_test, tab_dim) -> FoldInputs:
-    mcfg = cfg.model
+def _fold_datasets(comp, backbone, cfg, rows, y, cache_dir, tabular: Tabular) -> FoldInputs:
+    mcfg, tab_all, tab_test, tab_dim = cfg.model, tabular.train, tabular.test, tabular.dim
     tab = {"train": _take(tab_all, rows["train"]), "val": _take(tab_all, rows["val"]), "test": tab_test}
     if mcfg.kind == ModelKind.TFIDF:
         ds, vectorizer, seconds = tfidf_datasets(comp, mcfg, rows, y, tab_all, tab_test)
