@@ -39,7 +39,7 @@ from pipeline.data.demos import DEMOS, export
 from pipeline.data.image import ImageDataset, build_transform
 from pipeline.metrics import METRICS, get_metric
 from pipeline.models.backbones import build_backbone
-from pipeline.training.inputs import embed
+from pipeline.training.embeddings import embed
 
 ROOT = Path(__file__).resolve().parents[1]
 AUTOGLUON = "autogluon.tabular[lightgbm,catboost,xgboost]==1.6.3"

@@ -26,8 +26,9 @@ from bench_train import config, subset  # noqa: E402
 
 from pipeline.models.backbones import build_backbone  # noqa: E402
 from pipeline.prepare import prepare  # noqa: E402
-from pipeline.training.inputs import fold_datasets, loader  # noqa: E402
+from pipeline.training.fold_inputs import fold_datasets  # noqa: E402
 from pipeline.training.job import fold_rows  # noqa: E402
+from pipeline.training.loaders import loader  # noqa: E402
 from pipeline.training.loop import build_net  # noqa: E402
 from pipeline.training.monitors import build_monitors  # noqa: E402
 
@@ -129,7 +130,8 @@ def main() -> None:
         prep = prepare(cfg)
         _, rows = fold_rows(prep.folds)[0]
         backbone = build_backbone("image", cfg.model.backbone)
-        ds, in_dim = fold_datasets(prep.comp, backbone, cfg, rows, prep.comp.y, tmp / "cache")
+        inputs = fold_datasets(prep.comp, backbone, cfg, rows, prep.comp.y, tmp / "cache")
+        ds, in_dim = inputs.datasets, inputs.in_dim
         sides = {
             "plain PyTorch loop": lambda: plain_epochs(cfg, prep.comp, ds, in_dim, args.epochs),
             "pipeline (Lightning + monitors)": lambda: lightning_epochs(cfg, prep.comp, ds, in_dim, args.epochs, True),

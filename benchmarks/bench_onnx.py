@@ -17,7 +17,7 @@ from pipeline.data.image import ImageDataset, build_transform
 from pipeline.data.text import TextDataset, tokenize
 from pipeline.models import exported
 from pipeline.models.backbones import build_backbone
-from pipeline.training.inputs import embed
+from pipeline.training.embeddings import embed
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 64  # trainer.predict_batch_size on a CPU

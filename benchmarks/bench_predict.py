@@ -34,6 +34,7 @@ RUNS = 3  # the command varies by ~0.5 s from run to run on these 2 cores: its m
 sys.path.insert(0, str(ROOT))
 
 from pipeline.artifacts import CompetitionInfo, model_folder  # noqa: E402
+from pipeline.choices import is_frozen  # noqa: E402
 from pipeline.ensembling.saved import load_ensemble  # noqa: E402
 from pipeline.predict import predict_rows  # noqa: E402
 
@@ -45,7 +46,7 @@ def training_side(out_dir: Path) -> tuple[float, int]:
     if any("test_seconds" not in m for m in metrics):
         sys.exit("these members were trained before test_seconds was recorded: retrain them (make train)")
     seconds = sum(m["test_seconds"] for m in metrics)
-    if any(m.get("finetune") == "frozen" for m in metrics):
+    if any(is_frozen(m) for m in metrics):
         for cache in (out_dir / "cache").glob("emb-*.npz"):
             with np.load(cache) as z:
                 seconds += float(z["test_seconds"]) if "test_seconds" in z else 0.0

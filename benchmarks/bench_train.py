@@ -24,7 +24,7 @@ import pipeline  # noqa: F401  (config resolvers)
 from pipeline.data.demos import export
 from pipeline.models.backbones import build_backbone
 from pipeline.prepare import prepare
-from pipeline.training.inputs import fold_datasets
+from pipeline.training.fold_inputs import fold_datasets
 from pipeline.training.job import fold_rows, train_job
 from pipeline.training.loop import build_net
 
@@ -121,9 +121,10 @@ def bench_finetune(tmp: Path, rows_csv: Path, epochs: int, rounds: int = 2) -> t
     cfg = config(tmp / "a", rows_csv, "model.finetune=full", "data.sample_submission=null")
     prep = prepare(cfg)
     _, rows = fold_rows(prep.folds)[0]
-    ds, in_dim = fold_datasets(
+    inputs = fold_datasets(
         prep.comp, build_backbone("image", cfg.model.backbone), cfg, rows, prep.comp.y, tmp / "cache"
     )
+    ds, in_dim = inputs.datasets, inputs.in_dim
     best = {"pipeline": float("inf"), "plain": float("inf")}
     for _ in range(rounds):
         for side, fn in (("pipeline", pipeline_epochs), ("plain", plain_epochs)):

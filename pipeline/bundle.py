@@ -21,7 +21,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.choices import TRAINS_BACKBONE, Finetune, ModelKind
+from pipeline.choices import TRAINS_BACKBONE, ModelKind, is_frozen
 from pipeline.errors import UserError, user_errors
 from pipeline.schema import cli
 
@@ -76,7 +76,7 @@ def copy_member(src: Path, dest: Path, weights: dict[str, str]) -> None:
 def encoder_files(folder) -> set[str]:
     """The ONNX exports a member's fold models embed with and their tokenizers (`state["encoder"]`,
     `state["tokenizer"]`), relative to the outputs folder; only frozen members have them."""
-    if folder.read_config().model.get("finetune") != Finetune.FROZEN:
+    if not is_frozen(folder.read_config().model):
         return set()
     states = [folder.read_fold_model(k)[0] for k in folder.fold_ids()]
     return {state[key] for state in states for key in ("encoder", "tokenizer") if state.get(key)}

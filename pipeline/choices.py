@@ -68,6 +68,12 @@ class Finetune(StrEnum):
 TRAINS_BACKBONE = (Finetune.FULL, Finetune.PROBE_THEN_FULL)
 
 
+def is_frozen(model) -> bool:
+    """True when a model's pretrained backbone stays frozen (its head trains on cached embeddings); `model`: a
+    `model` config, or anything with its `finetune` key (false without one: the kinds without a backbone)."""
+    return model.get("finetune") == Finetune.FROZEN
+
+
 class HeadType(StrEnum):
     """`model.head.type` (auto: only with model.kind=auto, replaced by the chosen preset's head)."""
 

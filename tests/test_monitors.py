@@ -14,8 +14,8 @@ from torch import nn
 from pipeline.advisor.thresholds import Thresholds
 from pipeline.metrics import get_metric
 from pipeline.prepare import prepare
-from pipeline.training.inputs import array_loader
 from pipeline.training.job import train_job
+from pipeline.training.loaders import array_loader
 from pipeline.training.module import Net
 from pipeline.training.monitors import DeadRelu, UpdateRatio, build_monitors
 

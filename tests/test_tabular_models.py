@@ -14,8 +14,9 @@ from pipeline.data.tabular import TabularFeatures, skewed_positive, split_column
 from pipeline.errors import UserError
 from pipeline.prepare import prepare
 from pipeline.training.estimators import _fit, sklearn_estimator
-from pipeline.training.inputs import ArrayDataset, fold_datasets
+from pipeline.training.fold_inputs import fold_datasets
 from pipeline.training.job import fold_rows, model_id, resolved, spec, train_job
+from pipeline.training.loaders import ArrayDataset
 
 FAST = ["trainer.progress_bar=false", "cv.n_folds=3"]
 CAP, PATIENCE = 300, 10  # rounds: small, so that every fit takes well under a second
@@ -82,7 +83,7 @@ def first_fold(cfg):
     cfg = resolved(cfg)
     prep = prepare(cfg)
     _, rows = fold_rows(prep.folds)[0]
-    datasets, _ = fold_datasets(prep.comp, None, cfg, rows, prep.comp.y, prep.out_dir / "cache")
+    datasets = fold_datasets(prep.comp, None, cfg, rows, prep.comp.y, prep.out_dir / "cache").datasets
     return cfg, prep.comp, datasets
 
 

@@ -13,7 +13,7 @@ from pipeline.data.tfidf import build_vectorizer, counted_tfidf, tfidf_features
 from pipeline.errors import UserError
 from pipeline.models.backbones import text_backbone
 from pipeline.prepare import prepare
-from pipeline.training.inputs import fold_datasets
+from pipeline.training.fold_inputs import fold_datasets
 from pipeline.training.job import fold_rows, train_job
 from pipeline.training.optim import param_groups
 
@@ -41,7 +41,7 @@ def test_tfidf_is_fitted_on_the_fold_training_rows_only(make_comp, tmp_path):
     comp.test["text"] = UNSEEN
 
     def tfidf(split: str):
-        return fold_datasets(comp, None, cfg, rows, comp.y, tmp_path)[0][split].arrays["tfidf"]
+        return fold_datasets(comp, None, cfg, rows, comp.y, tmp_path).datasets[split].arrays["tfidf"]
 
     assert tfidf("val").nnz == 0 and tfidf("test").nnz == 0
     assert tfidf("train").getnnz(axis=1).min() > 0

@@ -250,7 +250,7 @@ def test_scratch_image_mean_comes_from_the_training_rows_only(make_comp, tmp_pat
     would shift it if they leaked in."""
     from PIL import Image
 
-    from pipeline.training.inputs import fold_datasets
+    from pipeline.training.fold_inputs import fold_datasets
     from pipeline.training.job import fold_rows
 
     comp = make_comp(images=True)
@@ -266,7 +266,7 @@ def test_scratch_image_mean_comes_from_the_training_rows_only(make_comp, tmp_pat
     _, rows = fold_rows(prep.folds)[0]
     for name in [*comp.train["image"].iloc[rows["val"]], *comp.test["image"]]:
         Image.new("RGB", (8, 8), (255, 255, 255)).save(comp.images / name)
-    ds, _ = fold_datasets(prep.comp, image_backbone(cfg.model.backbone), cfg, rows, prep.comp.y, tmp_path / "c")
+    ds = fold_datasets(prep.comp, image_backbone(cfg.model.backbone), cfg, rows, prep.comp.y, tmp_path / "c").datasets
     norm = ds["train"].transform.transforms[-1]
     pixels = [
         np.asarray(Image.open(comp.images / n).convert("RGB"), float) / 255
@@ -328,7 +328,7 @@ def test_predict_net_runs_in_the_trained_precision(precision):
     from omegaconf import OmegaConf
 
     from pipeline.training.inference import Model, predict_net
-    from pipeline.training.inputs import ArrayDataset
+    from pipeline.training.loaders import ArrayDataset
 
     torch.manual_seed(0)
     model = Model(
@@ -350,8 +350,9 @@ def test_texts_are_predicted_by_length_and_returned_in_row_order():
     from omegaconf import OmegaConf
 
     from pipeline.data.text import TextDataset
+    from pipeline.training.embeddings import embed
     from pipeline.training.inference import Model, predict_net
-    from pipeline.training.inputs import embed, length_order
+    from pipeline.training.loaders import length_order
 
     class Length(torch.nn.Module):  # a "backbone" whose feature is the text's length in tokens
         def forward(self, input_ids, attention_mask):

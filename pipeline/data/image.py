@@ -13,6 +13,11 @@ def load_image(path: Path) -> Image.Image:
         return im.convert("RGB")  # grayscale -> 3 channels: pretrained backbones expect RGB
 
 
+def image_paths(comp, df) -> list[Path]:
+    """The image files of `df`'s rows: its image column's values under the competition's image folder."""
+    return [comp.image_dir / str(p) for p in df[comp.image_col]]
+
+
 def build_transform(size: int, mean, std, augment=None):
     """Resize (or random-resized-crop / flip when augmenting), to tensor in [0, 1], then normalize."""
     from torchvision.transforms import v2  # 1.5 s to import: only members that read images wait for it

@@ -19,7 +19,7 @@ from threadpoolctl import threadpool_limits
 from pipeline.data.contract import Competition
 from pipeline.data.tabular import categorical_positions, split_columns
 from pipeline.errors import UserError
-from pipeline.training.inputs import ArrayDataset
+from pipeline.training.loaders import ArrayDataset
 
 log = logging.getLogger(__name__)
 

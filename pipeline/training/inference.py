@@ -8,12 +8,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from pipeline.choices import Finetune
+from pipeline.choices import is_frozen
 from pipeline.data.contract import Competition
 from pipeline.models.backbones import Backbone
 from pipeline.models.heads import build_head
 from pipeline.training.devices import uses_gpu
-from pipeline.training.inputs import ArrayDataset, array_loader, in_row_order, length_order, loader
+from pipeline.training.loaders import ArrayDataset, array_loader, in_row_order, length_order, loader
 from pipeline.training.optim import build_loss
 
 
@@ -79,7 +79,7 @@ def head_and_loss(cfg, comp: Competition, in_dim: int) -> tuple[nn.Module, nn.Mo
 
 def trainable(cfg, backbone: Backbone | None) -> nn.Module | None:
     """The backbone module that is part of the model (finetuned); a frozen one only computes its inputs."""
-    return backbone.module if backbone is not None and cfg.model.finetune != Finetune.FROZEN else None
+    return backbone.module if backbone is not None and not is_frozen(cfg.model) else None
 
 
 def build_model(cfg, comp: Competition, backbone: Backbone | None, in_dim: int) -> Model:

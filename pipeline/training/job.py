@@ -18,11 +18,11 @@ import torch
 from omegaconf import OmegaConf, open_dict
 
 from pipeline.artifacts import ModelFolder, model_folder
-from pipeline.choices import BACKBONE_KINDS, Encoding, Finetune, HeadType, Scaling, TargetTransform, Task
+from pipeline.choices import BACKBONE_KINDS, Encoding, HeadType, Scaling, TargetTransform, Task, is_frozen
 from pipeline.models.backbones import build_backbone
 from pipeline.prepare import Prepared
 from pipeline.training.estimators import estimator_spec, estimator_target
-from pipeline.training.inputs import fold_datasets
+from pipeline.training.fold_inputs import fold_datasets
 from pipeline.training.loop import train_fold
 from pipeline.training.targets import target_transform, to_target
 
@@ -148,7 +148,7 @@ def run_folds(cfg, prep: Prepared, folder: ModelFolder) -> list[tuple[int, dict,
     comp, out, shared = prep.comp, [], None
     forward, inverse = target_transform(cfg, comp)
     y = forward(comp.y.astype(float)) if comp.task == Task.REGRESSION else comp.y  # what the models learn
-    trains_backbone = cfg.model.kind in BACKBONE_KINDS and cfg.model.finetune != Finetune.FROZEN
+    trains_backbone = cfg.model.kind in BACKBONE_KINDS and not is_frozen(cfg.model)
     for k, rows in fold_rows(prep.folds):
         res = folder.read_fold(k, prep.folds_meta["folds_hash"])
         if res is not None:
@@ -158,15 +158,15 @@ def run_folds(cfg, prep: Prepared, folder: ModelFolder) -> list[tuple[int, dict,
             if trains_backbone or shared is None:  # finetuning starts every fold from the pretrained weights
                 shared = build_backbone(cfg.model.kind, cfg.model.backbone)
             backbone = shared
-            datasets, in_dim = fold_datasets(comp, backbone, cfg, rows, y, prep.out_dir / "cache")
+            inputs = fold_datasets(comp, backbone, cfg, rows, y, prep.out_dir / "cache")
             y_train = y[rows["train"]].astype(float)
             y_scale = (float(y_train.mean()), float(y_train.std() or 1.0)) if comp.task == Task.REGRESSION else (0, 1)
-            res = train_fold(cfg, comp, backbone, datasets, in_dim, k, folder.path, y_scale)
-            res["test_seconds"] += datasets["test_seconds"]  # the test rows' features count as predicting them
+            res = train_fold(cfg, comp, backbone, inputs.datasets, inputs.in_dim, k, folder.path, y_scale)
+            res["test_seconds"] += inputs.test_seconds  # the test rows' features count as predicting them
             y_range = (float(y_train.min()), float(y_train.max())) if comp.task == Task.REGRESSION else None
             res |= {p: to_target(res[p], y_range, inverse) for p in ("val", "test")}
             model = res.pop("model")
-            state = datasets["fitted"] | {"y_scale": list(y_scale), "y_range": y_range}
+            state = inputs.fitted | {"y_scale": list(y_scale), "y_range": y_range}
             if isinstance(model, torch.nn.Module):
                 folder.write_fold_model(k, state, model.state_dict())
             else:

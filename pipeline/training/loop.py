@@ -21,7 +21,7 @@ from pipeline.training.ddp import fit_strategy, unsharded
 from pipeline.training.devices import n_devices, per_device_batch
 from pipeline.training.estimators import fit_sklearn
 from pipeline.training.inference import head_and_loss, predict_loader, predict_net, trainable
-from pipeline.training.inputs import ArrayDataset, array_loader, length_order, loader
+from pipeline.training.loaders import ArrayDataset, array_loader, length_order, loader
 from pipeline.training.module import Net
 from pipeline.training.monitors import build_monitors
 

@@ -14,14 +14,15 @@ from omegaconf import DictConfig, OmegaConf
 from threadpoolctl import threadpool_limits
 
 from pipeline.artifacts import CompetitionInfo, ModelFolder
-from pipeline.choices import BACKBONE_KINDS, Finetune, ModelKind, TargetTransform
+from pipeline.choices import BACKBONE_KINDS, ModelKind, TargetTransform, is_frozen
 from pipeline.data.contract import Competition, image_folder
 from pipeline.errors import UserError
 from pipeline.models import exported
 from pipeline.models.backbones import Backbone, build_backbone, text_tokenizer
+from pipeline.training.embeddings import test_embeddings
 from pipeline.training.estimators import predict_sklearn, sklearn_inputs
+from pipeline.training.fold_inputs import once, test_dataset
 from pipeline.training.inference import build_model, predict_net, predict_nets
-from pipeline.training.inputs import once, test_dataset, test_embeddings
 from pipeline.training.targets import TARGET_TRANSFORMS, to_target
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ def predict_member(
     comp = member_competition(info, cfg.data, test, image_dir)
     _, inverse = TARGET_TRANSFORMS[cfg.model.get("target_transform", TargetTransform.NONE)]
     has_backbone = cfg.model.kind in BACKBONE_KINDS
-    frozen = cfg.model.get("finetune") == Finetune.FROZEN
+    frozen = is_frozen(cfg.model)
     folds = [folder.read_fold_model(k) for k in folder.fold_ids()]
     if has_backbone and not frozen and one_input(folds):  # one pass over the rows, every fold model on each batch
         backbones = [finetuned_backbone(cfg) for _ in folds]
