@@ -13,8 +13,8 @@ from omegaconf import DictConfig
 
 import pipeline  # noqa: F401  (registers the `dirname`/`basename` resolvers used by conf/data/csv.yaml)
 from pipeline.advisor.rules import check, hydra_sweep, strict_error
+from pipeline.cli import cli
 from pipeline.errors import user_errors
-from pipeline.schema import cli
 
 _SHOWN: set[str] = set()  # findings already printed by an earlier job of this process
 

@@ -22,8 +22,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.choices import TRAINS_BACKBONE, ModelKind, is_frozen
+from pipeline.cli import cli
 from pipeline.errors import UserError, user_errors
-from pipeline.schema import cli
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]  # the project: pyproject.toml

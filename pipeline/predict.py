@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 import hydra
 from omegaconf import DictConfig
 
+from pipeline.cli import cli
 from pipeline.errors import UserError, user_errors
-from pipeline.schema import cli
 
 if TYPE_CHECKING:  # the record's module loads pandas: imported when work starts, so `--help` answers at once
     from pipeline.artifacts import CompetitionInfo

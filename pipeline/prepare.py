@@ -12,11 +12,11 @@ import numpy as np
 from omegaconf import DictConfig
 
 from pipeline.artifacts import COMPETITION, CompetitionInfo
+from pipeline.cli import cli
 from pipeline.data.contract import Competition, is_numeric, load_competition
 from pipeline.data.folds import load_or_build_folds
 from pipeline.errors import UserError, user_errors
 from pipeline.guard import clean_temp_files, watch
-from pipeline.schema import cli
 
 log = logging.getLogger(__name__)
 

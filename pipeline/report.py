@@ -11,8 +11,8 @@ import hydra
 from omegaconf import DictConfig
 
 import pipeline  # noqa: F401  (registers the `dirname`/`basename` resolvers used by conf/data/csv.yaml)
+from pipeline.cli import cli
 from pipeline.errors import UserError, user_errors
-from pipeline.schema import cli
 
 log = logging.getLogger(__name__)
 

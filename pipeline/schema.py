@@ -6,15 +6,13 @@ would repeat every preset's keys a second time, could not state ranges (`lr > 0`
 several lines without a fix. Hydra's struct mode already refuses unknown keys; this module turns that refusal
 into one line with the closest valid name, and checks every value against `pipeline/choices.py`.
 
-`cli(main, "train")` runs both checks on the command line before Hydra creates its run folder; `validate(cfg)`
-is the value check alone (the entry points call it again per job, for the values of a sweep).
+`check_command_line` runs both checks on the command line before Hydra creates its run folder (`pipeline/cli.py`
+calls it for every entry point); `validate(cfg)` is the value check alone (the entry points call it again per
+job, for the values of a sweep).
 """
 
-import ctypes
 import difflib
-import gc
 import re
-import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -44,7 +42,7 @@ from pipeline.choices import (
     WeightOptimizer,
     ZooTransform,
 )
-from pipeline.errors import UserError, user_errors
+from pipeline.errors import UserError
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.=+-]*")  # one folder under outputs/: no '/', no leading '.'
 Check = Callable[[Any], str | None]  # the value -> None when fine, else what was expected
@@ -471,31 +469,3 @@ def check_command_line(config_name: str, argv: list[str]) -> None:
                 validate(_compose(config_name, [o for o in plain + first if o.split("=")[0] != key] + [line]))
             except HydraException as e:
                 raise _translate(config_name, [line], e) from e
-
-
-def cli(main: Callable[[], Any], config_name: str) -> None:
-    """Run a Hydra entry point after checking its command line: a user error exits 2 before any folder exists."""
-    with user_errors():
-        check_command_line(config_name, sys.argv[1:])
-    warm_malloc()
-    main()
-    # the interpreter's last garbage collection walks every object the libraries made (torch's alone: ~0.4 s of a
-    # 5 s `make predict`); frozen objects are skipped, and exit handlers still run
-    gc.freeze()
-
-
-def warm_malloc() -> None:
-    """Start glibc's allocator where its own tuning ends: blocks up to 32 MB come from the heap, not a fresh mmap.
-
-    glibc maps every block above its threshold (128 KB at start) anew, and the kernel zeroes its pages at first
-    touch; it raises the threshold only as such blocks are freed, up to 32 MB. A CNN over 64-image batches at 48 px
-    allocates ~5 MB activations: a finetuned mnist member's 5 fold models predicted its 1,000 test images in 3.3 s
-    from a fresh process, 2.2 s with this (RSS +4 %). Not glibc (macOS, musl): nothing to do."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt  # noqa: B018  (glibc only)
-    except (OSError, AttributeError):
-        return
-    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
-    libc.mallopt(m_mmap_threshold, 32 << 20)
-    libc.mallopt(m_trim_threshold, 64 << 20)  # glibc's own pairing: twice the mmap threshold

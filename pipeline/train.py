@@ -12,8 +12,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from pipeline.cli import cli
 from pipeline.errors import user_errors
-from pipeline.schema import cli
 
 log = logging.getLogger(__name__)
 
