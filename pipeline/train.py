@@ -44,8 +44,8 @@ def main(cfg: DictConfig) -> float | None:
 
     from pipeline.prepare import prepare
     from pipeline.search import Score
-    from pipeline.training.auto import Member, default_model
-    from pipeline.training.zoo import compose_member, train_zoo
+    from pipeline.zoo.plan import Member, default_model
+    from pipeline.zoo.run import compose_member, train_zoo
 
     with user_errors():
         threads = job_threads(cfg)

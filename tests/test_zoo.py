@@ -15,8 +15,8 @@ from pipeline.data.tabular import skewed_positive
 from pipeline.models.backbones import image_backbone
 from pipeline.prepare import prepare
 from pipeline.train import fit
-from pipeline.training.auto import default_model, frozen_size, native_size, plan
-from pipeline.training.zoo import compose_member, train_zoo
+from pipeline.zoo.plan import default_model, frozen_size, native_size, plan
+from pipeline.zoo.run import compose_member, train_zoo
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -168,7 +168,7 @@ def test_frozen_size_shrinks_to_fit_the_budget():
 
 @pytest.mark.slow
 def test_budget_left_buys_seeds_of_the_best_seeded_families(make_comp, tmp_path, monkeypatch):
-    monkeypatch.setattr("pipeline.training.zoo.MAX_SEED", 3)  # one extra seed per family keeps the test short
+    monkeypatch.setattr("pipeline.zoo.run.MAX_SEED", 3)  # one extra seed per family keeps the test short
     comp = make_comp(n_train=60, n_test=12)
     out = tmp_path / "fill"
     overrides = [o for o in overrides_for(comp, out, "zoo.skip=[catboost,xgb,native]") if "text_col" not in o]
@@ -203,7 +203,7 @@ def fake_fit(noise: dict[str, float]):
 def test_extra_seeds_stop_once_they_add_nothing(make_comp, tmp_path, monkeypatch):
     """fill buys more seeds of a family only while its last seed improved the family's average by more than one
     standard error over the folds: copies of one model get none, independent noisy seeds get them."""
-    monkeypatch.setattr("pipeline.training.zoo.MAX_SEED", 4)
+    monkeypatch.setattr("pipeline.zoo.run.MAX_SEED", 4)
     comp = make_comp(n_train=600, n_test=12)
     out = tmp_path / "stop"
     overrides = [o for o in overrides_for(comp, out, "zoo.skip=[catboost,xgb,native]") if "text_col" not in o]

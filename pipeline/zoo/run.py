@@ -19,7 +19,7 @@ from pipeline.choices import TargetTransform, Task, ZooTransform
 from pipeline.data.contract import load_competition
 from pipeline.data.tabular import skewed_positive
 from pipeline.prepare import Prepared
-from pipeline.training.auto import COST, Member, plan
+from pipeline.zoo.plan import COST, Member, plan
 
 log = logging.getLogger(__name__)
 
