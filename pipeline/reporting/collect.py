@@ -17,8 +17,11 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class Member:
-    """One complete model folder: its metrics, history, resolved config, diagnosis and advisor findings."""
+class TrainedModel:
+    """A complete model folder as the report reads it: metrics, history, resolved config, diagnosis, advisor findings.
+
+    (Not `pipeline.zoo.plan.Member`, a member the zoo plans to train.)
+    """
 
     model_id: str
     folder: Path
@@ -38,7 +41,7 @@ class Member:
         return Thresholds.of(self.config.get("monitors") if self.config is not None else None)
 
 
-def read_model(folder: ModelFolder) -> Member:
+def read_model(folder: ModelFolder) -> TrainedModel:
     """A complete model folder; history, config and advice are optional."""
     metrics, history, config = folder.read_metrics(), folder.read_history(), folder.read_config()
     try:
@@ -46,12 +49,12 @@ def read_model(folder: ModelFolder) -> Member:
     except Exception as e:  # an older or hand-edited config: the rest of the report still helps
         log.warning("%s: advisor findings unavailable (%s)", folder.path, e)
         advice = {}
-    return Member(
+    return TrainedModel(
         metrics.get("model_id", folder.name), folder.path, metrics, history, config, diagnose(history), advice
     )
 
 
-def read_models(out_dir: Path) -> list[Member]:
+def read_models(out_dir: Path) -> list[TrainedModel]:
     """Every complete model under out_dir, best CV score first."""
     members = [read_model(f) for f in model_folders(out_dir)]
     if not members:

@@ -14,10 +14,10 @@ import pandas as pd
 from pipeline.advisor import diagnosis as dg
 from pipeline.advisor.thresholds import Thresholds
 from pipeline.artifacts import atomic_write
-from pipeline.reporting.collect import Member, read_ensemble, read_models
+from pipeline.reporting.collect import TrainedModel, read_ensemble, read_models
 from pipeline.reporting.figures import learning_curves, selection_figure
 from pipeline.reporting.selection import selections
-from pipeline.reporting.tables import advice_table, dead_relu_table, member_table, ratio_table
+from pipeline.reporting.tables import advice_table, dead_relu_table, model_table, ratio_table
 
 log = logging.getLogger(__name__)
 SECTIONS = ("leaderboard", "ensemble", "curves", "selection", "advice", "monitors")  # element ids, in page order
@@ -50,7 +50,7 @@ def section(sid: str, title: str, *parts: str) -> str:
     return f'<section id="{sid}"><h2>{html.escape(title)}</h2>\n' + "\n".join(parts) + "\n</section>"
 
 
-def leaderboard_section(members: list[Member], ens: dict) -> str:
+def leaderboard_section(members: list[TrainedModel], ens: dict) -> str:
     """The ensemble's leaderboard.csv (when present) and the members table."""
     note = (
         "<p class='note'>Ensemble leaderboard (leaderboard.csv): members and methods scored out of fold.</p>"
@@ -58,7 +58,7 @@ def leaderboard_section(members: list[Member], ens: dict) -> str:
         else "<p class='note'>No leaderboard.csv yet: run <code>make ensemble</code>.</p>"
     )
     board = table_html(ens["leaderboard"], "leaderboard-table", "") if ens["leaderboard"] is not None else ""
-    members_html = table_html(member_table(members), "members-table", "no complete models")
+    members_html = table_html(model_table(members), "members-table", "no complete models")
     return section("leaderboard", "Leaderboard", note, board, "<h3>Members</h3>", members_html)
 
 
@@ -87,7 +87,7 @@ def ensemble_section(ens: dict) -> str:
     return section("ensemble", "Ensemble weights and OOF correlation", weights, heatmap)
 
 
-def curves_section(members: list[Member], report_dir: Path) -> str:
+def curves_section(members: list[TrainedModel], report_dir: Path) -> str:
     """Learning curves and the diagnosis of every model; the PNGs are also written to report_dir/curves/."""
     explain = (
         f"<p class='note'>Per model: train/val loss and val metric per epoch, mean over folds with a min-max band. "
@@ -112,7 +112,7 @@ def curves_section(members: list[Member], report_dir: Path) -> str:
     return section("curves", "Learning curves and diagnoses", explain, *figs)
 
 
-def selection_section(members: list[Member], report_dir: Path) -> str:
+def selection_section(members: list[TrainedModel], report_dir: Path) -> str:
     """One figure, recommendation and table per group of members that differ only in complexity."""
     parts = []
     for i, sel in enumerate(selections(members)):
@@ -129,7 +129,7 @@ def selection_section(members: list[Member], report_dir: Path) -> str:
     return section("selection", "Model selection", *parts)
 
 
-def monitors_section(members: list[Member]) -> str:
+def monitors_section(members: list[TrainedModel]) -> str:
     """The update-ratio and dead-ReLU tables."""
     limits = Thresholds.of()  # the defaults; each table row is judged by its own model's config
     ratio_note = (
@@ -152,7 +152,7 @@ def monitors_section(members: list[Member]) -> str:
     )
 
 
-def render(out_dir: Path, report_dir: Path, members: list[Member]) -> str:
+def render(out_dir: Path, report_dir: Path, members: list[TrainedModel]) -> str:
     """The whole page as one HTML string."""
     ens = read_ensemble(out_dir)
     advice = table_html(advice_table(members), "advice-table", "no advisor findings: every config follows the rules")

@@ -14,7 +14,7 @@ import pandas as pd
 
 from pipeline.advisor.diagnosis import diagnose
 from pipeline.choices import HeadType
-from pipeline.reporting.collect import Member
+from pipeline.reporting.collect import TrainedModel
 from pipeline.training.job import spec
 
 HEALTHY = "good"
@@ -56,9 +56,9 @@ def base_spec(cfg) -> str:
     return hashlib.sha256(json.dumps(s, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
-def group_members(members: list[Member]) -> dict[str, dict[str, list[Member]]]:
+def group_members(members: list[TrainedModel]) -> dict[str, dict[str, list[TrainedModel]]]:
     """base spec -> complexity label -> members (seeds); only groups with two or more levels."""
-    groups: dict[str, dict[str, list[Member]]] = {}
+    groups: dict[str, dict[str, list[TrainedModel]]] = {}
     for m in members:
         if m.config is None or m.config.model.head.type not in (HeadType.LINEAR, HeadType.MLP):
             continue
@@ -67,13 +67,13 @@ def group_members(members: list[Member]) -> dict[str, dict[str, list[Member]]]:
     return {k: v for k, v in groups.items() if len(v) >= 2}
 
 
-def pooled_history(members: list[Member]) -> pd.DataFrame:
+def pooled_history(members: list[TrainedModel]) -> pd.DataFrame:
     """The members' histories stacked, fold ids made unique per member (seeds count as more folds)."""
     parts = [m.history.assign(fold=f"{i}-" + m.history["fold"].astype(str)) for i, m in enumerate(members)]
     return pd.concat(parts, ignore_index=True)
 
 
-def level_table(levels: dict[str, list[Member]]) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+def level_table(levels: dict[str, list[TrainedModel]]) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
     """A row per complexity level (seeds pooled), in complexity order, and each level's pooled history."""
     rows, histories = [], {}
     for label, ms in sorted(levels.items(), key=lambda kv: complexity(kv[1][0].config)[1]):
@@ -113,7 +113,7 @@ def recommend(table: pd.DataFrame, higher: bool, metric: str) -> tuple[str, str]
     return pick["level"], reason
 
 
-def selections(members: list[Member]) -> list[Selection]:
+def selections(members: list[TrainedModel]) -> list[Selection]:
     """One Selection per group of members that differ only in complexity."""
     out = []
     for key, levels in group_members(members).items():

@@ -3,12 +3,12 @@
 import numpy as np
 import pandas as pd
 
-from pipeline.reporting.collect import Member
+from pipeline.reporting.collect import TrainedModel
 
 RATIO_PREFIX, DEAD_PREFIX = "update_ratio_", "dead_relu_"
 
 
-def member_table(members: list[Member]) -> pd.DataFrame:
+def model_table(members: list[TrainedModel]) -> pd.DataFrame:
     """One row per model: CV score and spread, epochs, diagnosis and the number of advisor findings."""
     rows = []
     for m in members:
@@ -29,7 +29,7 @@ def member_table(members: list[Member]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def advice_table(members: list[Member]) -> pd.DataFrame:
+def advice_table(members: list[TrainedModel]) -> pd.DataFrame:
     """Every advisor finding of every model: when (before/after training), rule, what was found, the fix."""
     rows = [
         {"model_id": m.model_id, "when": when, "rule": f["rule"], "found": f["found"], "fix": f["fix"]}
@@ -45,7 +45,7 @@ def _per_epoch(history: pd.DataFrame, column: str) -> pd.Series:
     return history.dropna(subset=[column]).groupby("epoch")[column].mean()
 
 
-def ratio_table(members: list[Member]) -> pd.DataFrame:
+def ratio_table(members: list[TrainedModel]) -> pd.DataFrame:
     """Update/parameter ratio per model and group (or layer): median over epochs and folds, range, flags."""
     rows = []
     for m in members:
@@ -71,7 +71,7 @@ def ratio_table(members: list[Member]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def dead_relu_table(members: list[Member]) -> pd.DataFrame:
+def dead_relu_table(members: list[TrainedModel]) -> pd.DataFrame:
     """Dead-ReLU share per model and layer: at the last epoch (mean over folds), the worst epoch, a flag."""
     rows = []
     for m in members:
