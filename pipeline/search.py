@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 STORAGE_FILE = "optuna.db"
 
 
-class Score(float):
+class TrialScore(float):
     """A job's CV score (what the sweeper optimizes) that also names the member it trained."""
 
     def __new__(cls, value: float, model_id: str | None = None):
@@ -37,7 +37,7 @@ class Score(float):
         return score
 
     def __reduce__(self):  # Ray, joblib and submitit pickle job returns
-        return Score, (float(self), self.model_id)
+        return TrialScore, (float(self), self.model_id)
 
 
 def storage_url(out_dir: Path) -> str:

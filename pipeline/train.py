@@ -43,7 +43,7 @@ def main(cfg: DictConfig) -> float | None:
     import torch
 
     from pipeline.prepare import prepare
-    from pipeline.search import Score
+    from pipeline.search import TrialScore
     from pipeline.zoo.plan import Member, default_model
     from pipeline.zoo.run import compose_member, train_zoo
 
@@ -64,7 +64,7 @@ def main(cfg: DictConfig) -> float | None:
             log.info("model: %s (the default for this competition's data; model=<preset> picks another)", name)
             cfg = compose_member(overrides, Member([f"model={name}"], "", 0))
         metrics = fit(cfg, prep)
-        return Score(metrics["cv_score"], metrics["model_id"])  # what search=<preset> (Optuna) optimizes
+        return TrialScore(metrics["cv_score"], metrics["model_id"])  # what search=<preset> (Optuna) optimizes
 
 
 def fit(cfg: DictConfig, prep) -> dict:
