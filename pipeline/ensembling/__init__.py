@@ -6,6 +6,7 @@ weighted.py  non-negative weights: Caruana ensemble selection (vectorized over r
 stacking.py  a meta-learner on the members' predictions (optionally with the tabular features)
 registry.py  which methods a config asks for and a task allows
 scoring.py   members' CV and methods' nested (honest) CV, the choice of the best
+saved.py     the chosen ensemble as a file (ensemble.skops), which `make predict` applies to new rows
 submission.py  the test predictions in sample_submission.csv's format
-report.py    leaderboard, weights.json, correlation heatmap, provenance.json
+outputs.py   the stage's files: leaderboard.csv, weights.json, correlation heatmap, provenance.json
 """
