@@ -1,4 +1,5 @@
-"""Entry point: check a training config against the rules of thumb, without training anything.
+"""Entry point (`make advise`, `pipeline-advise`) over the advisor package (`pipeline/advisor/`, where the rules
+live): check a training config against the rules of thumb, without training anything.
 
 python -m pipeline.advise                                          # the default config
 python -m pipeline.advise optimizer=sgd optimizer.momentum=0       # any `train` override

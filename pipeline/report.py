@@ -1,4 +1,5 @@
-"""Entry point: the training report, `outputs/<name>/report/index.html`, from the files the stages left.
+"""Entry point (`make report`, `pipeline-report`) over the reporting package (`pipeline/reporting/`): the training
+report, `outputs/<name>/report/index.html`, from the files the stages left.
 
 python -m pipeline.report                    # the default competition (make report)
 python -m pipeline.report data=adult         # another one
