@@ -5,6 +5,8 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from pipeline.guard import begin, undo
+
 
 class UserError(Exception):
     """A mistake in the user's data or config; the message names the file/column/key and the fix."""
@@ -16,8 +18,6 @@ def user_errors() -> Iterator[None]:
 
     `HYDRA_FULL_ERROR=1` re-raises with the full traceback, for debugging.
     """
-    from pipeline.guard import begin, undo
-
     begin()
     try:
         yield
