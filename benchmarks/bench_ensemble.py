@@ -24,8 +24,8 @@ from hydra import compose, initialize_config_dir
 from pipeline.artifacts import model_folder
 from pipeline.data.contract import file_hash
 from pipeline.ensembling.members import load_context, load_stack
-from pipeline.ensembling.registry import build_methods
 from pipeline.ensembling.outputs import leaderboard, write_ensemble
+from pipeline.ensembling.registry import build_methods
 from pipeline.ensembling.scoring import choose, evaluate_members, evaluate_method
 from pipeline.ensembling.submission import build_submission
 

@@ -25,8 +25,8 @@ def main(cfg: DictConfig) -> None:
     from pipeline.data.folds import check_folds_file
     from pipeline.ensembling.members import load_context, load_stack
     from pipeline.ensembling.methods import Selected
-    from pipeline.ensembling.registry import build_methods
     from pipeline.ensembling.outputs import leaderboard, summary, table, write_ensemble
+    from pipeline.ensembling.registry import build_methods
     from pipeline.ensembling.scoring import choose, evaluate_members, evaluate_method
     from pipeline.ensembling.submission import apply_command_line, build_submission
 
