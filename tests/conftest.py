@@ -75,38 +75,38 @@ def make_frames(n_train: int, n_test: int, labels: tuple, seed: int) -> tuple[pd
     return train.reset_index(drop=True), frame.iloc[n_train:].reset_index(drop=True)
 
 
+def write_comp(
+    parent: Path,
+    n_train: int = 40,
+    n_test: int = 10,
+    labels: tuple = ("no", "yes"),
+    images: bool = False,
+    text: bool = False,
+    seed: int = 0,
+    name: str = "comp",
+) -> Comp:
+    """A competition in `parent/name`. With `images`, an `image` column names 8x8 PNGs (grayscale and RGB) under
+    `<dir>/images`; with `text`, a `text` column holds short sentences."""
+    train, test = make_frames(n_train, n_test, labels, seed)
+    comp = Comp(parent / name, train, test)
+    comp.dir.mkdir(parents=True, exist_ok=True)
+    for df in (comp.train, comp.test):
+        if images:
+            df["image"] = [f"{i}.png" for i in df["id"]]
+        if text:
+            df["text"] = [f"review number {i} says {'good' if i % 3 else 'bad'}" for i in df["id"]]
+    if images:
+        comp.images.mkdir(exist_ok=True)
+        for i in pd.concat([comp.train["id"], comp.test["id"]]):
+            _png(comp.images / f"{i}.png", int(i) * 5 % 256, "L" if i % 2 else "RGB")
+    return comp.write()
+
+
 @pytest.fixture
 def make_comp(tmp_path: Path) -> Callable[..., Comp]:
-    """Factory: `make_comp(n_train=40, labels=("no", "yes"), images=False, text=False)` writes a competition.
-
-    With `images`, an `image` column names 8x8 PNGs (grayscale and RGB) under `<dir>/images`; with `text`,
-    a `text` column holds short sentences.
-    """
-
-    def make(
-        n_train: int = 40,
-        n_test: int = 10,
-        labels: tuple = ("no", "yes"),
-        images: bool = False,
-        text: bool = False,
-        seed: int = 0,
-        name: str = "comp",
-    ) -> Comp:
-        train, test = make_frames(n_train, n_test, labels, seed)
-        comp = Comp(tmp_path / name, train, test)
-        comp.dir.mkdir(parents=True, exist_ok=True)
-        for df in (comp.train, comp.test):
-            if images:
-                df["image"] = [f"{i}.png" for i in df["id"]]
-            if text:
-                df["text"] = [f"review number {i} says {'good' if i % 3 else 'bad'}" for i in df["id"]]
-        if images:
-            comp.images.mkdir(exist_ok=True)
-            for i in pd.concat([comp.train["id"], comp.test["id"]]):
-                _png(comp.images / f"{i}.png", int(i) * 5 % 256, "L" if i % 2 else "RGB")
-        return comp.write()
-
-    return make
+    """Factory: `make_comp(n_train=40, labels=("no", "yes"), images=False, text=False)`, `write_comp` in `tmp_path`
+    (for a competition shared by a module's tests: `write_comp(tmp_path_factory.mktemp(...))`)."""
+    return functools.partial(write_comp, tmp_path)
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 same numbers in training and predict, and torch where an export cannot be used."""
 
 import logging
+import shutil
 import subprocess
 import sys
 
@@ -9,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import comp_cfg
+from conftest import comp_cfg, write_comp
 
 from pipeline.artifacts import CompetitionInfo, ModelFolder
 from pipeline.errors import UserError
@@ -29,29 +30,43 @@ def train(comp, out, tiny_bert, *overrides: str) -> tuple[ModelFolder, dict]:
     return folder, CompetitionInfo.read(prep.out_dir)
 
 
+@pytest.fixture(scope="module")
+def onnx_member(tmp_path_factory, tiny_bert):
+    """(comp, folder, info): one text member embedded through ONNX, trained once for the tests that only read it;
+    a test that changes it works on `copy_member`'s copy."""
+    root = tmp_path_factory.mktemp("onnx")
+    comp = write_comp(root, text=True)
+    return comp, *train(comp, root / "out", tiny_bert)
+
+
+def copy_member(folder: ModelFolder, dest) -> ModelFolder:
+    """The member's whole output folder (competition files, cache, models) copied to `dest`."""
+    shutil.copytree(folder.path.parent.parent, dest)
+    return ModelFolder(dest / folder.path.relative_to(folder.path.parent.parent))
+
+
 def embeddings(out) -> np.ndarray:
     (path,) = (out / "cache").glob("emb-*.npz")
     with np.load(path) as z:
         return np.concatenate([z["train"], z["test"]])
 
 
-def test_onnx_embeddings_are_torchs_within_rounding_and_predict_reads_the_same_export(make_comp, tmp_path, tiny_bert):
-    comp = make_comp(text=True)
-    folder, info = train(comp, tmp_path / "onnx", tiny_bert)
+def test_onnx_embeddings_are_torchs_within_rounding_and_predict_reads_the_same_export(onnx_member, tmp_path, tiny_bert):
+    comp, folder, info = onnx_member
+    out = folder.path.parent.parent
     train(comp, tmp_path / "torch", tiny_bert, "trainer.onnx=[]")
     state = folder.read_fold_model(0)[0]
-    assert state["encoder"].startswith("cache/encoder-") and (tmp_path / "onnx" / state["encoder"]).is_file()
-    assert state["tokenizer"].endswith("-16.json") and (tmp_path / "onnx" / state["tokenizer"]).is_file()
+    assert state["encoder"].startswith("cache/encoder-") and (out / state["encoder"]).is_file()
+    assert state["tokenizer"].endswith("-16.json") and (out / state["tokenizer"]).is_file()
     assert "encoder" not in ModelFolder(next((tmp_path / "torch" / "models").iterdir())).read_fold_model(0)[0]
-    np.testing.assert_allclose(embeddings(tmp_path / "onnx"), embeddings(tmp_path / "torch"), atol=1e-5)
+    np.testing.assert_allclose(embeddings(out), embeddings(tmp_path / "torch"), atol=1e-5)
     expected = pd.read_csv(folder.test).drop(columns="id").to_numpy()
     got = predict_member(folder, info, comp.test).reshape(expected.shape)
     np.testing.assert_allclose(got, expected, atol=1e-7, rtol=0)
 
 
-def test_predict_with_an_export_imports_no_transformers(make_comp, tmp_path, tiny_bert):
-    comp = make_comp(text=True)
-    folder, info = train(comp, tmp_path / "out", tiny_bert)
+def test_predict_with_an_export_imports_no_transformers(onnx_member, tmp_path):
+    comp, folder, info = onnx_member
     code = (
         "import sys, json, pandas as pd, pathlib\n"
         "from pipeline.artifacts import CompetitionInfo, ModelFolder\n"
@@ -84,9 +99,9 @@ def test_a_tokenizer_that_differs_from_transformers_is_not_saved(tiny_bert, tmp_
     assert not (tmp_path / "u.json").exists()
 
 
-def test_predict_exports_a_missing_encoder_again_with_the_same_numbers(make_comp, tmp_path, tiny_bert):
-    comp = make_comp(text=True)
-    folder, info = train(comp, tmp_path / "out", tiny_bert)
+def test_predict_exports_a_missing_encoder_again_with_the_same_numbers(onnx_member, tmp_path):
+    comp, folder, info = onnx_member
+    folder = copy_member(folder, tmp_path / "out")
     (tmp_path / "out" / folder.read_fold_model(0)[0]["encoder"]).unlink()
     expected = pd.read_csv(folder.test).drop(columns="id").to_numpy()
     np.testing.assert_allclose(predict_member(folder, info, comp.test).reshape(expected.shape), expected, atol=1e-6)
@@ -145,11 +160,10 @@ class TinyText(torch.nn.Module):
         return (self.emb(ids) * mask.unsqueeze(-1)).sum(1)
 
 
-def test_predict_without_onnx_runtime_names_the_install(make_comp, tmp_path, tiny_bert, monkeypatch):
+def test_predict_without_onnx_runtime_names_the_install(onnx_member, monkeypatch):
     import importlib.util
 
-    comp = make_comp(text=True)
-    folder, info = train(comp, tmp_path / "out", tiny_bert)
+    comp, folder, info = onnx_member
     find_spec = importlib.util.find_spec
     missing = lambda name, *a: None if name == "onnxruntime" else find_spec(name, *a)  # noqa: E731
     monkeypatch.setattr(importlib.util, "find_spec", missing)
