@@ -56,10 +56,10 @@ data: $(STAMP) ## write the demo competitions (mnist, rotten, adult, ames) under
 	$(PY) -m pipeline.data.demos
 
 test: $(STAMP) ## run the test suite (the report's rendering test needs `make browser`, else it skips)
-	$(PY) -m pytest -q -rs -n auto $(ARGS)
+	$(PY) -m pytest -q -rs -n auto --dist worksteal $(ARGS)
 
 test-fast: $(STAMP) ## the test suite without the slow end-to-end tests (under a minute on 2 cores)
-	$(PY) -m pytest -q -rs -n auto -m "not slow" $(ARGS)
+	$(PY) -m pytest -q -rs -n auto --dist worksteal -m "not slow" $(ARGS)
 
 lint: $(STAMP) ## ruff lint + format check
 	$(PY) -m ruff check pipeline tests benchmarks

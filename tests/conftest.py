@@ -179,3 +179,9 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
 def out_dir(tmp_path: Path) -> Path:
     """Where `make_cfg` points `paths.output_dir`."""
     return tmp_path / "out"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow (end-to-end) tests first, so that under `-n auto --dist worksteal` (make test) they start at once and
+    the quick ones fill the other workers around them, rather than one long test starting last and running alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: file order within each group
