@@ -134,11 +134,13 @@ def test_auto_zoo_trains_every_view_and_records_it(make_comp, tmp_path):
 
 @pytest.mark.slow
 def test_new_competition_commands_end_to_end(make_comp, tmp_path):
-    """The README's two commands on a competition given only by data=csv overrides: train (auto) and ensemble."""
-    comp = make_comp(n_train=80, n_test=20, text=True)
+    """The README's two commands on a competition given only by data=csv overrides: train (auto) and ensemble.
+    Every view and the ensemble take part; the XGBoost and native-categorical members are left out, as in
+    test_auto_zoo_trains_every_view_and_records_it (tests/test_tabular_models.py trains those heads)."""
+    comp = make_comp(n_train=60, n_test=20, text=True)
     out = tmp_path / "e2e"
     train = overrides_for(
-        comp, out, "zoo.skip=[text_finetune,catboost,'seed=1','seed=2']", "hydra.sweep.dir=" + str(tmp_path)
+        comp, out, "zoo.skip=[text_finetune,catboost,xgb,native,'seed=1','seed=2']", "hydra.sweep.dir=" + str(tmp_path)
     )
     run = [sys.executable, "-m", "pipeline.train", "-m", *train]
     subprocess.run(run, cwd=ROOT, check=True, capture_output=True)
