@@ -21,8 +21,8 @@ LAZY = {
     ("pipeline.prepare", "pipeline.data.demos"): "the demo exporters load only when a demo's files are missing",
     ("pipeline.schema", "pipeline.data.demos"): "every command line is checked; the demos load only if data.demo is",
     ("pipeline.schema", "pipeline.metrics"): "every command line is checked; sklearn loads only if data.metric is",
-    ("pipeline.search", "pipeline.prepare"): "Hydra loads the search callback in every run; the data stage loads "
-    "only when an Optuna study starts",
+    ("pipeline.search", "pipeline.prepare"): "every ensemble run imports search (beyond_best); the data stage is "
+    "needed only when an Optuna study starts",
 }
 
 
