@@ -30,6 +30,7 @@ from pipeline.choices import (
     Finetune,
     HeadInit,
     HeadType,
+    HighCardinality,
     Loss,
     ModelKind,
     Pooling,
@@ -163,6 +164,10 @@ COMMON = {
     "data.categorical_encoding": one_of(Encoding),
     "data.numeric_scaling": one_of(Scaling),
     "data.rare_min_frequency": integer(lo=1),
+    "data.datetime_cols": names,
+    "data.high_card_encoding": one_of(HighCardinality),
+    "data.high_card_min_levels": integer(lo=2),
+    "data.text_stats": boolean,
 }
 TRAIN = {
     "seed": integer(lo=0),

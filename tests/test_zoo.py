@@ -52,10 +52,12 @@ def test_tabular_plan_mixes_libraries_and_encodings(make_comp, make_cfg):
 def test_mixed_plan_has_each_view_and_a_joined_one(make_comp, make_cfg):
     comp = prepare(make_cfg(make_comp(text=True))).comp
     planned = plan(comp, gpu=False, tt=["model.target_transform=log1p"])
-    text_view = [p for p in models(planned) if "model=text_tfidf" in p or "model=text_nb" in p]
-    assert len(text_view) == 2 and all("data.feature_cols=[]" in p for p in text_view)  # the text alone
+    text_view = [p for p in models(planned) if "data.feature_cols=[]" in p and "model=text_finetune" not in p]
+    assert {p.split()[0] for p in text_view} == {"model=text_nb", "model=text_tfidf"}  # the text alone
     joined = [p for p in models(planned) if "model.finetune=frozen" in p and "feature_cols" not in p]
     assert joined  # frozen embeddings + the tabular features
+    ngrams = [p for p in models(planned) if p.split()[0] in ("model=text_nb", "model=text_lgbm")]
+    assert len([p for p in ngrams if "feature_cols" not in p and "data.text_stats=true" in p]) == 2  # n-grams + table
     assert any("model=tabular_lgbm" in p for p in models(planned))  # the tabular view
     assert all("model.target_transform=log1p" in p for p in models(planned))
     assert [m.tier for m in planned] == sorted(m.tier for m in planned)

@@ -11,6 +11,7 @@ from PIL import Image, UnidentifiedImageError
 
 from pipeline.artifacts import CompetitionInfo
 from pipeline.choices import Task
+from pipeline.data.dates import check_dates, datetime_columns
 from pipeline.errors import UserError
 from pipeline.metrics import Metric, get_metric
 
@@ -41,6 +42,12 @@ class Competition:
     test_path: Path | None = None
     sample_submission: Path | None = None
     notes: list[str] = field(default_factory=list)
+    datetime_cols: dict[str, str] = field(default_factory=dict)  # date feature columns: {column: format}
+
+    @property
+    def text_cols(self) -> list[str]:
+        """The text columns (none, or `text_col`)."""
+        return [self.text_col] if self.text_col else []
 
     @classmethod
     def for_predict(cls, info: CompetitionInfo, rows: pd.DataFrame, image_dir: Path | None) -> "Competition":
@@ -58,6 +65,7 @@ class Competition:
             image_col=info.image_col,
             image_dir=image_dir,
             text_col=info.text_col,
+            datetime_cols=dict(info.datetime_cols),
         )
 
 
@@ -346,6 +354,9 @@ def load_competition(cfg) -> Competition:
     check_numeric(test, [c for c in feature_cols if is_numeric(train[c])], test_path, train_path)
     check_finite(train, feature_cols, train_path)
     check_finite(test, feature_cols, test_path)
+    text_features = [c for c in feature_cols if not is_numeric(train[c])]
+    datetime_cols = datetime_columns(cfg.get("datetime_cols", "auto"), train, text_features, train_path)
+    check_dates(test, datetime_cols, test_path)
     return Competition(
         train=train,
         test=test,
@@ -364,4 +375,5 @@ def load_competition(cfg) -> Competition:
         train_path=train_path,
         test_path=test_path,
         sample_submission=Path(sample) if sample else None,
+        datetime_cols=datetime_cols,
     )

@@ -16,6 +16,7 @@ from pipeline.choices import Finetune
 from pipeline.data.contract import Competition
 
 log = logging.getLogger(__name__)
+HIGH_CARD_LEVELS = 50  # data.high_card_min_levels' default
 GPU_SPEEDUP = 10.0  # mnist finetune: 165 s on an H200 vs ~750 s per member on 2 CPU cores; more at larger inputs
 IMAGE_FINETUNE_PX = {False: 48, True: 160}  # CPU: 48 px keeps a finetune ~3 min for 4k images; GPU: near native
 
@@ -25,6 +26,7 @@ COST = {
     "catboost": 6.0,  # adult 1.8, ames (many categoricals) 10
     "tabular_mlp": 1.5,
     "tfidf": 1.5,  # rotten (10k rows): 12 s TF-IDF + LogisticRegression, 13 s NB-LR
+    "tfidf_gbm": 6.0,  # LightGBM on TF-IDF (2 x 20k n-grams at most) + the tabular features
     "frozen_head": 1.0,  # a head on cached embeddings
     "text_embed": 4.0,  # all-MiniLM-L6-v2 over every train and test row, once, shared by the frozen heads (rotten 50 s)
     "image_embed": 30.0,  # EfficientNet-Lite0 at 224 px over every train and test image, once (~35 images/s)
@@ -84,20 +86,39 @@ def lgbm_head() -> list[str]:
     return ["model.head.type=sklearn", f"model.head.estimator={est}"]
 
 
+def high_cardinality(comp: Competition, levels: int = HIGH_CARD_LEVELS) -> list[str]:
+    """The categorical feature columns (not dates) with at least `levels` levels: one-hot encoding groups most of
+    their levels away, so some members see them count- and target-encoded."""
+    return [
+        c
+        for c in comp.feature_cols
+        if c not in comp.datetime_cols
+        and not pd.api.types.is_numeric_dtype(comp.train[c])
+        and levels <= comp.train[c].nunique() < len(comp.train)
+    ]
+
+
 def tabular_members(comp: Competition, mixed: bool) -> list[Member]:
-    """Trees from three libraries, an MLP and a second encoding: different by construction, then more seeds."""
+    """Trees from three libraries, an MLP and a second encoding: different by construction, then more seeds.
+    Beside a text column each sees its statistics; many-level categoricals reach the MLP target-encoded, and a
+    LightGBM twin sees them so."""
     k, gbm, mlp = len(comp.train) / 1000, COST["gbm"], COST["tabular_mlp"]
     cats = any(not pd.api.types.is_numeric_dtype(comp.train[c]) for c in comp.feature_cols)
+    stats = ["data.text_stats=true"] if comp.text_col else []
+    te = ["data.high_card_encoding=target"] if high_cardinality(comp) else []
     core = [
-        Member(["model=tabular_lgbm", "seed=0"], "LightGBM, early-stopped per fold: a strong default", k * gbm),
+        Member(["model=tabular_lgbm", *stats, "seed=0"], "LightGBM, early-stopped per fold: a strong default", k * gbm),
         Member(
-            ["model=tabular_catboost", "seed=0"],
+            ["model=tabular_catboost", *stats, "seed=0"],
             "CatBoost: ordered boosting, native categoricals",
             k * COST["catboost"],
         ),
-        Member(["model=tabular", "seed=0"], "MLP on standardized features: smooth, unlike trees", k * mlp),
-        Member(["model=tabular_xgb", "seed=0"], "XGBoost: depth-wise trees, a third library", k * gbm),
+        Member(["model=tabular", *stats, *te, "seed=0"], "MLP on standardized features: smooth, unlike trees", k * mlp),
+        Member(["model=tabular_xgb", *stats, "seed=0"], "XGBoost: depth-wise trees, a third library", k * gbm),
     ]
+    if te:
+        why = "LightGBM on many-level categoricals as counts and out-of-fold target means: another encoding"
+        core.append(Member(["model=tabular_lgbm", *stats, *te, "seed=0"], why, k * gbm))
     if cats:
         core.append(
             Member(
@@ -111,7 +132,7 @@ def tabular_members(comp: Competition, mixed: bool) -> list[Member]:
     # randomized than the bagged preset, and its zeros are not values: it errs elsewhere (adult: AUC CV 0.93035 vs
     # the preset's 0.93019, test 0.92968 vs 0.92869; ames: CV 4 % worse RMSE, where the ensemble leaves it out)
     whole = ["model=tabular_xgb", "model.head.estimator.subsample=1.0", "model.head.estimator.colsample_bytree=1.0"]
-    whole += ["model.numeric_scaling=none", "model.sparse_input=true"]
+    whole += ["model.numeric_scaling=none", "model.sparse_input=true", *stats]
     core.append(Member([*whole, "seed=0"], "XGBoost on every row and column, zeros as missing: a twin", k * gbm, 1))
     if mixed:  # beside text or images: the tabular view's two strongest members first, the rest later
         for m in core[2:]:
@@ -154,6 +175,7 @@ def text_members(comp: Competition, gpu: bool, has_tab: bool) -> list[Member]:
         why = "TF-IDF scaled by Naive Bayes log-count ratios, logistic regression (NBSVM): the text view"
         members.insert(0, Member(["model=text_nb", "seed=0", *only_text], why, k * COST["tfidf"]))
     if has_tab:
+        members = joined_members(comp) + members
         why = f"LightGBM on MiniLM embeddings{joined}"
         members.append(Member([*frozen, *lgbm_head(), "seed=0"], why, 3 * head, shared=features))
     finetune = k * COST["text_finetune"] / (GPU_SPEEDUP if gpu else 1)
@@ -163,6 +185,26 @@ def text_members(comp: Competition, gpu: bool, has_tab: bool) -> list[Member]:
         Member([*tune, "seed=1"], "a second finetune seed", finetune, 2),
     ]
     return members
+
+
+def joined_members(comp: Competition) -> list[Member]:
+    """TF-IDF n-grams side by side with the tabular features (their text statistics and date parts included,
+    many-level categoricals target-encoded): a word and a column in one model, linear and in trees."""
+    k = len(comp.train) / 1000
+    view = ["data.text_stats=true", *(["data.high_card_encoding=target"] if high_cardinality(comp) else [])]
+    linear = "model=text_tfidf" if comp.task == "regression" else "model=text_nb"
+    return [
+        Member(
+            [linear, *view, "seed=0"],
+            "TF-IDF n-grams joined with the tabular features, linear: a word and a column in one model",
+            k * COST["tfidf"],
+        ),
+        Member(
+            ["model=text_lgbm", *view, "seed=0"],
+            "LightGBM on TF-IDF n-grams joined with the tabular features",
+            k * COST["tfidf_gbm"],
+        ),
+    ]
 
 
 def native_size(backbone: str) -> int:
