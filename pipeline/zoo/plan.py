@@ -122,7 +122,7 @@ def tabular_members(comp: Competition, mixed: bool) -> list[Member]:
     if cats:
         core.append(
             Member(
-                ["model=tabular_lgbm", "model.categorical_encoding=native", "seed=0"],
+                ["model=tabular_lgbm", "model.categorical_encoding=native", *stats, "seed=0"],
                 "LightGBM splitting on the categories themselves: another encoding of the same columns",
                 k * gbm,
             )
