@@ -170,3 +170,19 @@ def test_the_zoo_plans_joined_views_and_encodings_for_a_mixed_table(tmp_path):
     assert len(joined) == 2 and all("data.high_card_encoding=target" in p for p in joined)
     assert any(p.startswith("model=tabular_lgbm") and "high_card_encoding=target" in p for p in planned)
     assert all("data.text_stats=true" in p for p in planned if p.startswith("model=tabular"))
+
+
+def test_fusion_finetune_reads_text_and_table_together(tmp_path, tiny_bert):
+    """The zoo's fusion member: the encoder finetuned at 1/10 LR with the tabular features (dates, counts, target
+    codes, text statistics) beside its pooled output in one MLP head."""
+    overrides = ["model=text_finetune", f"model.backbone.name={tiny_bert}", "data.max_length=16"]
+    overrides += ["trainer.max_epochs=1", "trainer.batch_size=32", "cv.n_folds=2"]
+    view = ["data.text_stats=true", "data.high_card_encoding=target"]
+    cfg = config(mixed(tmp_path / "c", n=120), tmp_path / "out", *overrides, *view)
+    metrics = train_job(cfg, prepare(cfg))
+    folder = tmp_path / "out" / "models" / metrics["model_id"]
+    from pipeline.artifacts import ModelFolder
+
+    state, _ = ModelFolder(folder).read_fold_model(0)
+    assert state["in_dim"] == 32 + len(state["tab"].names) > 32 + 10
+    assert np.isfinite(pd.read_csv(folder / "oof.csv").iloc[:, 1:].to_numpy()).all()

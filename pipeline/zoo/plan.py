@@ -180,11 +180,19 @@ def text_members(comp: Competition, gpu: bool, has_tab: bool) -> list[Member]:
         members.append(Member([*frozen, *lgbm_head(), "seed=0"], why, 3 * head, shared=features))
     finetune = k * COST["text_finetune"] / (GPU_SPEEDUP if gpu else 1)
     tune = ["model=text_finetune", "trainer.max_epochs=2", "trainer.batch_size=32", "data.max_length=64", *only_text]
-    members += [
-        Member([*tune, "seed=0"], "MiniLM finetuned end to end at 1/10 LR", finetune, 1),
-        Member([*tune, "seed=1"], "a second finetune seed", finetune, 2),
-    ]
-    return members
+    first = Member([*tune, "seed=0"], "MiniLM finetuned end to end at 1/10 LR", finetune, 1)
+    if has_tab:  # late fusion: the pooled text embedding and the tabular features side by side into one MLP head
+        fusion = [o for o in tune if o not in only_text] + fusion_view(comp)
+        why = "MiniLM finetuned at 1/10 LR jointly with an MLP over the tabular features (late fusion)"
+        first = Member([*fusion, "seed=0"], why, finetune, 1)
+    return [*members, first, Member([*tune, "seed=1"], "a finetune seed on the text alone", finetune, 2)]
+
+
+def fusion_view(comp: Competition) -> list[str]:
+    """The tabular features as a network reads them beside a backbone: text statistics, target-encoded many-level
+    categoricals."""
+    stats = ["data.text_stats=true"] if comp.text_col else []
+    return stats + (["data.high_card_encoding=target"] if high_cardinality(comp) else [])
 
 
 def joined_members(comp: Competition) -> list[Member]:
@@ -261,8 +269,12 @@ def image_members(comp: Competition, gpu: bool, has_tab: bool, backbone: str, bu
         pix = ["model=image_pixels", "model.backbone.name=pixels", "model.backbone.weights=null"]
         pix += ["model.backbone.input_size=28"]
         members.append(Member([*pix, "seed=0", *only_pixels], why, pixels))
+    first = Member([*tune, "seed=0"], f"finetuned end to end at {px} px, backbone at 1/10 LR", cost)
+    if has_tab:  # late fusion: the pooled image features and the tabular features into one MLP head
+        fusion = [o for o in tune if o != "data.feature_cols=[]"] + fusion_view(comp)
+        first = Member([*fusion, "seed=0"], f"finetuned at {px} px jointly with an MLP over the table (fusion)", cost)
     return members + [
-        Member([*tune, "seed=0"], f"finetuned end to end at {px} px, backbone at 1/10 LR", cost),
+        first,
         Member([*tune, "seed=1"], "a second finetune seed: finetunes differ more than heads", cost, 1),
         Member(
             [*frozen, "model.head.hidden=[512,256]", "seed=1"],
