@@ -82,6 +82,7 @@ class CompetitionInfo:
     image_col: str | None = None
     text_col: str | None = None
     datetime_cols: dict[str, str] = field(default_factory=dict)  # date columns: {column: format} (older: none)
+    text_sources: list[str] = field(default_factory=list)  # several text columns, which text_col joins
 
     @property
     def columns(self) -> list[str]:

@@ -64,6 +64,7 @@ def competition_info(comp: Competition, meta: dict) -> CompetitionInfo:
         image_col=comp.image_col,
         text_col=comp.text_col,
         datetime_cols=comp.datetime_cols,
+        text_sources=comp.text_sources,
     )
 
 

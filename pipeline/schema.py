@@ -158,7 +158,7 @@ COMMON = {
     "data.image_dir": text(nullable=True),
     "data.allow_outside_image_dir": boolean,
     "data.hflip": boolean,
-    "data.text_col": text(nullable=True),
+    "data.text_col": names,
     "data.max_length": integer(lo=1),
     "data.group_col": text(nullable=True),
     "data.categorical_encoding": one_of(Encoding),

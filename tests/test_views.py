@@ -186,3 +186,44 @@ def test_fusion_finetune_reads_text_and_table_together(tmp_path, tiny_bert):
     state, _ = ModelFolder(folder).read_fold_model(0)
     assert state["in_dim"] == 32 + len(state["tab"].names) > 32 + 10
     assert np.isfinite(pd.read_csv(folder / "oof.csv").iloc[:, 1:].to_numpy()).all()
+
+
+def two_texts(train_csv: Path) -> Path:
+    """The mixed table with its text split in two columns (`title`, `body`), a few bodies empty."""
+    for name in ("train.csv", "test.csv"):
+        df = pd.read_csv(train_csv.parent / name)
+        words = df.pop("text").str.split(" ", n=3)
+        df["title"], df["body"] = words.str[:3].str.join(" "), words.str[3]
+        df.loc[df.index % 10 == 0, "body"] = None
+        df.to_csv(train_csv.parent / name, index=False)
+    return train_csv
+
+
+def test_several_text_columns_are_joined_and_predicted(tmp_path):
+    from pipeline import predict
+
+    train_csv = two_texts(mixed(tmp_path / "c"))
+    base = [f"data.train_csv={train_csv}", "data.target=y", f"paths.output_dir={tmp_path / 'out'}", "data=csv"]
+    texts = ["data.text_col=[title,body]"]
+    cfg = build_cfg(*base, *FAST, *texts, "model=text_tfidf", "data.text_stats=true")
+    prep = prepare(cfg)
+    assert prep.comp.text_col == "title + body" and prep.comp.text_cols == ["title", "body"]
+    assert "title" not in prep.comp.feature_cols and "body" not in prep.comp.feature_cols
+    assert prep.comp.train["title + body"][0] == prep.comp.train["title"][0]  # an empty body is left out
+    train_job(cfg, prep)
+    from pipeline import ensemble
+
+    ensemble.main(build_cfg(*base, *texts, entry="ensemble"))
+    rows = pd.read_csv(train_csv.parent / "test.csv")
+    out = tmp_path / "pred.csv"
+    args = [*base, *texts, f"predict.test_csv={train_csv.parent / 'test.csv'}", f"predict.output={out}"]
+    predict.main(build_cfg(*args, entry="predict"))
+    pd.testing.assert_frame_equal(pd.read_csv(out), pd.read_csv(tmp_path / "out" / "submission.csv"), atol=1e-6)
+    from pipeline.artifacts import CompetitionInfo
+
+    info = CompetitionInfo.read(tmp_path / "out")
+    bad = rows.assign(created_at=rows["created_at"].where(rows.index != 1, "soon"))
+    with pytest.raises(UserError, match=r"rows.csv line 3: column 'created_at' holds 'soon', which does not parse"):
+        predict.check_rows(bad, info, Path("rows.csv"), None, cfg.data)
+    with pytest.raises(UserError, match=r"rows.csv lacks column 'body'"):
+        predict.check_rows(rows.drop(columns="body"), info, Path("rows.csv"), None, cfg.data)
