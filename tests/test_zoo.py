@@ -311,6 +311,7 @@ def test_search_trials_are_members_and_the_zoo_says_why_it_stopped(make_comp, tm
     assert all("model=tabular_lgbm" in m["overrides"] for m in tried)
     assert len({m["model_id"] for m in tried}) == len(tried)  # each trial its own model folder
     assert all((out / "models" / m["model_id"] / "oof.csv").is_file() for m in tried)
+    assert doc["search"]["best"]["model_id"] in {m["model_id"] for m in doc["members"]}
     assert len(members) == len(doc["members"]) == 2 + len(tried)
     stopped = doc["stopped"]
     assert stopped["reason"] == reason and search in stopped["detail"]

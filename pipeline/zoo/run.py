@@ -84,12 +84,14 @@ def _family(m: Member) -> tuple[str, ...]:
     return tuple(o for o in m.overrides if not o.startswith("seed="))
 
 
-RATIO_RANGE = (0.2, 5.0)  # beyond 5x either way a ratio says more about fixed overheads of tiny members than rates
+# Taken / estimated seconds, kept within 0.1-20x: a loaded machine really is several times slower than the
+# planner's table (the next members take as long), but beyond 20x a ratio says more of a one-off than of a rate.
+RATIO_RANGE = (0.1, 20.0)
 
 
 def _kind(m: Member) -> str:
     """The member's model preset, with its finetune mode where it sets one: frozen heads and finetunes of one
-    backbone differ ~50x in cost, and a misestimate of one says little about the other."""
+    backbone differ ~45x in cost (COST), and a misestimate of one says little about the other."""
     model = next((o.split("=", 1)[1] for o in m.overrides if _key(o) == "model"), "default")
     finetune = next((o.split("=", 1)[1] for o in m.overrides if _key(o) == "model.finetune"), None)
     return f"{model}/{finetune}" if finetune else model

@@ -70,7 +70,10 @@ def _study(zoo: Zoo, base: Member, space: dict):
         with warnings.catch_warnings():  # optuna 2.10 calls these "experimental" and warns of the ints' `step`
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             warnings.simplefilter("ignore", FutureWarning)
-            study.add_trial(optuna.trial.create_trial(params=params, distributions=space, value=base.cv_score))
+            base_trial = optuna.trial.create_trial(
+                params=params, distributions=space, value=base.cv_score, user_attrs={"model_id": base.model_id}
+            )
+            study.add_trial(base_trial)
     except ValueError as e:  # a value outside the space (a user's override): the search starts without it
         log.info("zoo search: %s is no point of the space (%s): not told to the study", " ".join(base.overrides), e)
     return study
@@ -106,9 +109,12 @@ def tune(zoo: Zoo, trials: int) -> str:
             study.tell(trial, state=TrialState.FAIL)
             return f"budget: {why}: {over}"
         zoo.run(m)
+        trial.set_user_attr("model_id", m.model_id)  # as pipeline/search.py tags its trials
         study.tell(trial, m.cv_score, state=TrialState.COMPLETE if m.cv_score is not None else TrialState.FAIL)
         record["trials"] = n
         if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            record["best"] = {"cv_score": study.best_value, "params": study.best_params}
+            best = study.best_trial
+            params = {k: _value(v) for k, v in best.params.items()}
+            record["best"] = {"model_id": best.user_attrs["model_id"], "cv_score": best.value, "params": params}
         zoo.save()
     return f"{trials} trials of {family}" + (f", best CV {record['best']['cv_score']:.5g}" if "best" in record else "")
