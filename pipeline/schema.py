@@ -177,6 +177,7 @@ TRAIN = {
     "zoo.budget_minutes": number(gt=0),
     "zoo.target_transform": one_of(ZooTransform),
     "zoo.skip": names,
+    "zoo.search_trials": integer(lo=0),
     "cv.scheme": one_of(CVScheme),
     "cv.n_folds": integer(lo=2),
     "cv.val_fraction": number(gt=0, lt=1),

@@ -48,9 +48,12 @@ class Member:
     shared: tuple[str, float] | None = None  # a pass it needs, done once for all that name it: (what, seconds)
     status: str = "planned"  # planned | trained | skipped | failed
     model_id: str | None = None
-    seconds: float | None = None
+    seconds: float | None = None  # taken (a member found complete: what its training took then)
     cv_score: float | None = None
     note: str = ""
+    # the runner's correction of `cost` by what this run's members took (pipeline/zoo/run.py: Zoo.expect)
+    ratio: float | None = None  # taken / estimated seconds of the members already trained like this one
+    estimate: float | None = None  # seconds expected when deciding: ratio x (cost + the shared pass if unpaid)
 
     def as_dict(self) -> dict:
         return asdict(self)
