@@ -81,6 +81,8 @@ class CompetitionInfo:
     numeric_cols: list[str] | None = None  # older outputs lack it: predict lets pandas guess the columns' types
     image_col: str | None = None
     text_col: str | None = None
+    datetime_cols: dict[str, str] = field(default_factory=dict)  # date columns: {column: format} (older: none)
+    text_sources: list[str] = field(default_factory=list)  # several text columns, which text_col joins
 
     @property
     def columns(self) -> list[str]:

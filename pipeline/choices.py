@@ -44,6 +44,14 @@ class Scaling(StrEnum):
     NONE = "none"  # the raw values (median-imputed): trees need no scaling, and zeros stay zeros (sparse_input)
 
 
+class HighCardinality(StrEnum):
+    """`data.high_card_encoding`: categorical columns with at least `data.high_card_min_levels` levels."""
+
+    NONE = "none"  # encoded as the other categoricals (`categorical_encoding`, rare levels grouped)
+    COUNT = "count"  # log(1 + the level's count in the fold's training rows)
+    TARGET = "target"  # out-of-fold target encoding (cross-fitted inside the fold's training rows) + count
+
+
 class ModelKind(StrEnum):
     """`model.kind`: what the model reads (auto: the training entry point picks the data's default preset)."""
 

@@ -23,20 +23,36 @@ log = logging.getLogger(__name__)
 
 
 def needed_columns(info: CompetitionInfo) -> list[str]:
-    return [info.id_col, *info.feature_cols, *[c for c in (info.text_col, info.image_col) if c]]
+    texts = info.text_sources or [info.text_col]
+    return [info.id_col, *info.feature_cols, *[c for c in (*texts, info.image_col) if c]]
 
 
 def check_rows(test, info: CompetitionInfo, path: Path, image_dir: str | None, data) -> Path | None:
     """The new rows pass the checks training's test file passed, before any member reads them: the columns, ids,
     texts, images and numbers. Returns the folder of their images (`image_folder`), or None."""
-    from pipeline.data.contract import check_finite, check_ids, check_images, check_numeric, check_text, image_folder
+    from pipeline.data.contract import (
+        check_finite,
+        check_ids,
+        check_images,
+        check_numeric,
+        check_text,
+        image_folder,
+        join_texts,
+    )
+    from pipeline.data.dates import check_dates
 
     missing = [c for c in needed_columns(info) if c not in test.columns]
     if missing:
         raise UserError(f"{path} lacks column {missing[0]!r}, which the members read: give the test file's columns")
     check_ids(test, info.id_col, path)
-    if info.text_col:
+    if info.text_col and not info.text_sources:
         check_text(test, info.text_col, path)
+    if info.text_sources:
+        empty = join_texts(test, info.text_sources).str.strip() == ""
+        if empty.any():
+            line = int(empty.to_numpy().nonzero()[0][0]) + 2
+            raise UserError(f"{path} line {line}: no text in any of {', '.join(info.text_sources)}: give one")
+    check_dates(test, info.datetime_cols, path)
     check_numeric(test, info.numeric_cols or [], path, info.train_csv)
     check_finite(test, info.feature_cols, path)
     folder = image_folder(info, data, image_dir)

@@ -63,6 +63,8 @@ def competition_info(comp: Competition, meta: dict) -> CompetitionInfo:
         numeric_cols=[c for c in comp.feature_cols if is_numeric(comp.train[c])],  # new rows must keep them so
         image_col=comp.image_col,
         text_col=comp.text_col,
+        datetime_cols=comp.datetime_cols,
+        text_sources=comp.text_sources,
     )
 
 

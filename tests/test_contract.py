@@ -122,6 +122,7 @@ def test_mapping_saved_and_rule_logged(
 COMPETITION_KEYS = [  # competition.json's keys in their order: users' scripts and notebooks read this file
     *("task", "metric", "classes", "id_col", "target", "train_csv", "test_csv", "n_train", "n_test", "data_hash"),
     *("folds_hash", "sample_submission", "feature_cols", "numeric_cols", "image_col", "text_col"),
+    *("datetime_cols", "text_sources"),
 ]
 
 
@@ -137,7 +138,8 @@ def test_competition_record_round_trips_the_prepared_file_byte_for_byte(
 
 
 def test_competition_record_reads_older_outputs_with_their_defaults(tmp_path: Path) -> None:
-    older = {k: "x" for k in COMPETITION_KEYS if k not in ("test_csv", "numeric_cols", "sample_submission")}
+    newer = ("test_csv", "numeric_cols", "sample_submission", "datetime_cols", "text_sources")
+    older = {k: "x" for k in COMPETITION_KEYS if k not in newer}
     (tmp_path / "competition.json").write_text(json.dumps(older | {"feature_cols": ["a"]}))
     info = CompetitionInfo.read(tmp_path)
     assert (info.test_csv, info.numeric_cols, info.sample_submission, info.feature_cols) == (None, None, None, ["a"])

@@ -11,6 +11,7 @@ from PIL import Image, UnidentifiedImageError
 
 from pipeline.artifacts import CompetitionInfo
 from pipeline.choices import Task
+from pipeline.data.dates import check_dates, datetime_columns
 from pipeline.errors import UserError
 from pipeline.metrics import Metric, get_metric
 
@@ -41,10 +42,19 @@ class Competition:
     test_path: Path | None = None
     sample_submission: Path | None = None
     notes: list[str] = field(default_factory=list)
+    datetime_cols: dict[str, str] = field(default_factory=dict)  # date feature columns: {column: format}
+    text_sources: list[str] = field(default_factory=list)  # several text columns: `text_col` joins them
+
+    @property
+    def text_cols(self) -> list[str]:
+        """The text columns as the data holds them (none, `text_col`, or the columns it joins)."""
+        return self.text_sources or ([self.text_col] if self.text_col else [])
 
     @classmethod
     def for_predict(cls, info: CompetitionInfo, rows: pd.DataFrame, image_dir: Path | None) -> "Competition":
         """The trained competition (competition.json) with new `rows` to predict as its test rows."""
+        if info.text_sources:
+            rows = rows.assign(**{info.text_col: join_texts(rows, info.text_sources)})
         return cls(
             train=None,
             test=rows,
@@ -58,6 +68,8 @@ class Competition:
             image_col=info.image_col,
             image_dir=image_dir,
             text_col=info.text_col,
+            datetime_cols=dict(info.datetime_cols),
+            text_sources=list(info.text_sources),
         )
 
 
@@ -241,9 +253,48 @@ def check_text(df: pd.DataFrame, col: str, path: Path) -> None:
         )
 
 
+def text_columns(given) -> list[str]:
+    """`data.text_col` as a list: none, one column, or several."""
+    if not given:
+        return []
+    return [given] if isinstance(given, str) else [str(c) for c in given]
+
+
+def joined_name(cols: list[str]) -> str:
+    """The column that holds several text columns joined (`join_texts`)."""
+    return " + ".join(cols)
+
+
+def join_texts(df: pd.DataFrame, cols: list[str]) -> pd.Series:
+    """Several text columns as one text per row, in the given order, the empty ones left out: what the text
+    models (TF-IDF, encoders) read; the text statistics are counted per column."""
+    parts = df[cols].astype(object).where(df[cols].notna(), "").astype(str)
+    return parts.apply(lambda r: " | ".join(v.strip() for v in r if v.strip()), axis=1)
+
+
+def _texts(cfg, train: pd.DataFrame, test: pd.DataFrame, train_path: Path, test_path: Path) -> tuple:
+    """(text_col, sources): one text column as it is; several joined into a new column of both tables (each must
+    exist, and every row needs text in at least one)."""
+    cols = text_columns(cfg.get("text_col"))
+    if len(cols) <= 1:
+        for df, path in ((train, train_path), (test, test_path)):
+            if cols:
+                check_text(df, cols[0], path)
+        return (cols[0] if cols else None), []
+    name = joined_name(cols)
+    for df, path in ((train, train_path), (test, test_path)):
+        for c in cols:
+            if c not in df.columns:
+                raise UserError(f"{path} has no text column '{c}' (data.text_col): name the file's columns")
+        df[name] = join_texts(df, cols)
+        check_text(df, name, path)
+    return name, cols
+
+
 def _feature_columns(cfg, train: pd.DataFrame, test: pd.DataFrame, test_path: Path) -> list[str]:
     """The tabular feature columns: `data.feature_cols`, or every column not used for another role."""
-    roles = {cfg.id_col, cfg.target, cfg.get("image_col"), cfg.get("text_col"), cfg.get("group_col")}
+    texts = text_columns(cfg.get("text_col"))
+    roles = {cfg.id_col, cfg.target, cfg.get("image_col"), cfg.get("group_col"), *texts, joined_name(texts)}
     given = cfg.get("feature_cols")
     cols = (
         ([given] if isinstance(given, str) else list(given))
@@ -334,9 +385,7 @@ def load_competition(cfg) -> Competition:
         outside = bool(cfg.get("allow_outside_image_dir", False))
         check_images(train, cfg.image_col, image_dir, train_path, outside)
         check_images(test, cfg.image_col, image_dir, test_path, outside)
-    if cfg.get("text_col"):
-        check_text(train, cfg.text_col, train_path)
-        check_text(test, cfg.text_col, test_path)
+    text_col, text_sources = _texts(cfg, train, test, train_path, test_path)
     sample = cfg.get("sample_submission")
     if sample and not Path(sample).is_file():
         raise UserError(f"data.sample_submission file not found: {sample} (set it to null to write id + target)")
@@ -346,6 +395,9 @@ def load_competition(cfg) -> Competition:
     check_numeric(test, [c for c in feature_cols if is_numeric(train[c])], test_path, train_path)
     check_finite(train, feature_cols, train_path)
     check_finite(test, feature_cols, test_path)
+    text_features = [c for c in feature_cols if not is_numeric(train[c])]
+    datetime_cols = datetime_columns(cfg.get("datetime_cols", "auto"), train, text_features, train_path)
+    check_dates(test, datetime_cols, test_path)
     return Competition(
         train=train,
         test=test,
@@ -358,10 +410,12 @@ def load_competition(cfg) -> Competition:
         feature_cols=feature_cols,
         image_col=cfg.get("image_col"),
         image_dir=image_dir,
-        text_col=cfg.get("text_col"),
+        text_col=text_col,
+        text_sources=text_sources,
         group_col=cfg.get("group_col"),
         data_hash=file_hash(train_path),
         train_path=train_path,
         test_path=test_path,
         sample_submission=Path(sample) if sample else None,
+        datetime_cols=datetime_cols,
     )

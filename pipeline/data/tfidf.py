@@ -15,7 +15,7 @@ from sklearn.pipeline import FeatureUnion
 
 def build_vectorizer(
     word_ngrams: tuple[int, int] = (1, 2),
-    char_ngrams: tuple[int, int] = (2, 5),
+    char_ngrams: tuple[int, int] | None = (2, 5),
     min_df: int = 2,
     max_features: int | None = 200_000,
     sublinear_tf: bool = True,
@@ -26,12 +26,10 @@ def build_vectorizer(
     ids); `max_features` keeps the most frequent n-grams of each half, capping the vocabulary and the head.
     """
     common = {"min_df": min_df, "max_features": max_features, "sublinear_tf": sublinear_tf}
-    return FeatureUnion(
-        [
-            ("word", TfidfVectorizer(analyzer="word", ngram_range=tuple(word_ngrams), **common)),
-            ("char", TfidfVectorizer(analyzer="char_wb", ngram_range=tuple(char_ngrams), **common)),
-        ]
-    )
+    halves = [("word", TfidfVectorizer(analyzer="word", ngram_range=tuple(word_ngrams), **common))]
+    if char_ngrams:  # null: words only
+        halves.append(("char", TfidfVectorizer(analyzer="char_wb", ngram_range=tuple(char_ngrams), **common)))
+    return FeatureUnion(halves)
 
 
 def tfidf_features(vectorizer: FeatureUnion, texts: pd.Series, train_rows: np.ndarray | None = None):

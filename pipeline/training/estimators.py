@@ -17,7 +17,7 @@ from sklearn.base import is_classifier, is_regressor
 from threadpoolctl import threadpool_limits
 
 from pipeline.data.contract import Competition
-from pipeline.data.tabular import categorical_positions, split_columns
+from pipeline.data.tabular import categorical_positions, feature_columns
 from pipeline.errors import UserError
 from pipeline.training.loaders import ArrayDataset
 
@@ -125,8 +125,7 @@ def _categorical_columns(cfg, comp: Competition, ds: ArrayDataset, n_features: i
     """Positions of the native category codes in the head's input (the tabular block comes last)."""
     if "tab" not in ds.arrays or cfg.data.categorical_encoding != "native":
         return []
-    explicit = cfg.data.get("feature_cols") is not None
-    numeric, categorical = split_columns(comp.train, comp.feature_cols, explicit, report=False)
+    numeric, categorical, _ = feature_columns(comp, cfg.data, report=False)
     offset = n_features - ds.arrays["tab"].shape[1]
     return [offset + i for i in categorical_positions(numeric, categorical, cfg.data.categorical_encoding)]
 

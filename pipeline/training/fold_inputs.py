@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 from pipeline.choices import BACKBONE_KINDS, HeadType, ModelKind, is_frozen
 from pipeline.data.contract import Competition
 from pipeline.data.image import ImageDataset, build_transform, image_paths, normalization
-from pipeline.data.tabular import TabularFeatures, split_columns
+from pipeline.data.tabular import TabularFeatures, feature_columns
 from pipeline.data.text import TextDataset, tokenize
 from pipeline.data.tfidf import counted_tfidf, pack, tfidf_features, unpack
 from pipeline.errors import UserError
@@ -60,21 +60,30 @@ class Tabular:
 
 
 def fit_tabular(comp: Competition, data_cfg, train_rows: np.ndarray) -> Tabular:
-    """Tabular features of all train and test rows, every statistic fitted on the fold's train rows."""
-    if not comp.feature_cols:
+    """Tabular features of all train and test rows, every statistic fitted on the fold's train rows (a target
+    encoding's codes of those rows out of inner folds: none sees its own target)."""
+    if not comp.feature_cols and not data_cfg.get("text_stats"):
         return Tabular()
-    numeric, categorical = split_columns(comp.train, comp.feature_cols, data_cfg.get("feature_cols") is not None)
+    numeric, categorical, extra = feature_columns(comp, data_cfg)
     tab = TabularFeatures(
         numeric,
         categorical,
         data_cfg.categorical_encoding,
         data_cfg.rare_min_frequency,
         data_cfg.get("numeric_scaling", "standard"),
+        extra,
     )
-    tab.fit(comp.train.iloc[train_rows])
+    if tab.cross_fitted:
+        fitted_rows = tab.fit_transform(comp.train.iloc[train_rows], comp.y[train_rows])
+    else:
+        tab.fit(comp.train.iloc[train_rows])
     tick = time.time()
     test = tab.transform(comp.test)
-    return Tabular(tab, tab.transform(comp.train), test, len(tab.names), time.time() - tick)
+    seconds = time.time() - tick
+    train = tab.transform(comp.train)
+    if tab.cross_fitted:
+        train[train_rows] = fitted_rows
+    return Tabular(tab, train, test, len(tab.names), seconds)
 
 
 def image_datasets(comp, backbone: Backbone, mcfg, rows: dict, tab: dict, y: np.ndarray) -> dict[str, Dataset]:

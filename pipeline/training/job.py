@@ -18,7 +18,16 @@ import torch
 from omegaconf import OmegaConf, open_dict
 
 from pipeline.artifacts import ModelFolder, model_folder
-from pipeline.choices import BACKBONE_KINDS, Encoding, HeadType, Scaling, TargetTransform, Task, is_frozen
+from pipeline.choices import (
+    BACKBONE_KINDS,
+    Encoding,
+    HeadType,
+    HighCardinality,
+    Scaling,
+    TargetTransform,
+    Task,
+    is_frozen,
+)
 from pipeline.models.backbones import build_backbone
 from pipeline.prepare import Prepared
 from pipeline.training.estimators import estimator_spec, estimator_target
@@ -42,7 +51,13 @@ ID_NEUTRAL = {
     ("model", "target_transform"): TargetTransform.NONE,
     ("model", "sparse_input"): False,
     ("data", "numeric_scaling"): Scaling.STANDARD,
+    ("data", "datetime_cols"): "auto",
+    ("data", "high_card_encoding"): HighCardinality.NONE,
+    ("data", "high_card_min_levels"): 50,
+    ("data", "text_stats"): False,
 }
+
+NEW_DATA_KEYS = ("datetime_cols", "high_card_encoding", "high_card_min_levels", "text_stats")
 
 
 def data_choice(cfg, key: str) -> str:
@@ -81,7 +96,8 @@ def _model_spec(cfg) -> dict:
 def spec(cfg) -> dict:
     """Everything that determines a model's predictions (besides the data and folds)."""
     trainer = {k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items() if k not in COSMETIC}
-    data = {k: cfg.data.get(k) for k in ("feature_cols", "rare_min_frequency", "max_length")}
+    keys = ("feature_cols", "rare_min_frequency", "max_length", *NEW_DATA_KEYS)
+    data = {k: cfg.data.get(k, ID_NEUTRAL[("data", k)] if k in NEW_DATA_KEYS else None) for k in keys}
     data["categorical_encoding"] = encoding(cfg)
     data["numeric_scaling"] = data_choice(cfg, "numeric_scaling")
     return drop_id_neutral(

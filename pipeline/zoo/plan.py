@@ -16,6 +16,7 @@ from pipeline.choices import Finetune
 from pipeline.data.contract import Competition
 
 log = logging.getLogger(__name__)
+HIGH_CARD_LEVELS = 50  # data.high_card_min_levels' default
 GPU_SPEEDUP = 10.0  # mnist finetune: 165 s on an H200 vs ~750 s per member on 2 CPU cores; more at larger inputs
 IMAGE_FINETUNE_PX = {False: 48, True: 160}  # CPU: 48 px keeps a finetune ~3 min for 4k images; GPU: near native
 
@@ -25,6 +26,7 @@ COST = {
     "catboost": 6.0,  # adult 1.8, ames (many categoricals) 10
     "tabular_mlp": 1.5,
     "tfidf": 1.5,  # rotten (10k rows): 12 s TF-IDF + LogisticRegression, 13 s NB-LR
+    "tfidf_gbm": 8.0,  # LightGBM on 5k word n-grams + the tabular features (tweets: ~25 s a fold of 5.5k rows)
     "frozen_head": 1.0,  # a head on cached embeddings
     "text_embed": 4.0,  # all-MiniLM-L6-v2 over every train and test row, once, shared by the frozen heads (rotten 50 s)
     "image_embed": 30.0,  # EfficientNet-Lite0 at 224 px over every train and test image, once (~35 images/s)
@@ -46,9 +48,12 @@ class Member:
     shared: tuple[str, float] | None = None  # a pass it needs, done once for all that name it: (what, seconds)
     status: str = "planned"  # planned | trained | skipped | failed
     model_id: str | None = None
-    seconds: float | None = None
+    seconds: float | None = None  # taken (a member found complete: what its training took then)
     cv_score: float | None = None
     note: str = ""
+    # the runner's correction of `cost` by what this run's members took (pipeline/zoo/run.py: Zoo.expect)
+    ratio: float | None = None  # taken / estimated seconds of the members already trained like this one
+    estimate: float | None = None  # seconds expected when deciding: ratio x (cost + the shared pass if unpaid)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -84,24 +89,41 @@ def lgbm_head() -> list[str]:
     return ["model.head.type=sklearn", f"model.head.estimator={est}"]
 
 
+def high_cardinality(comp: Competition, levels: int = HIGH_CARD_LEVELS) -> list[str]:
+    """The categorical feature columns (not dates) with at least `levels` levels: one-hot encoding groups most of
+    their levels away, so some members see them count- and target-encoded."""
+    return [
+        c
+        for c in comp.feature_cols
+        if c not in comp.datetime_cols
+        and not pd.api.types.is_numeric_dtype(comp.train[c])
+        and levels <= comp.train[c].nunique() < len(comp.train)
+    ]
+
+
 def tabular_members(comp: Competition, mixed: bool) -> list[Member]:
-    """Trees from three libraries, an MLP and a second encoding: different by construction, then more seeds."""
+    """Trees from three libraries, an MLP and a second encoding: different by construction, then more seeds.
+    Beside a text column each sees its statistics. Many-level categoricals reach them count- and target-encoded
+    (one-hot codes of thousands of levels would make the table thousands of columns wide), except where CatBoost and
+    a LightGBM twin split on the categories themselves."""
     k, gbm, mlp = len(comp.train) / 1000, COST["gbm"], COST["tabular_mlp"]
     cats = any(not pd.api.types.is_numeric_dtype(comp.train[c]) for c in comp.feature_cols)
+    stats = ["data.text_stats=true"] if comp.text_col else []
+    view = [*stats, *(["data.high_card_encoding=target"] if high_cardinality(comp) else [])]
     core = [
-        Member(["model=tabular_lgbm", "seed=0"], "LightGBM, early-stopped per fold: a strong default", k * gbm),
+        Member(["model=tabular_lgbm", *view, "seed=0"], "LightGBM, early-stopped per fold: a strong default", k * gbm),
         Member(
-            ["model=tabular_catboost", "seed=0"],
+            ["model=tabular_catboost", *stats, "seed=0"],
             "CatBoost: ordered boosting, native categoricals",
             k * COST["catboost"],
         ),
-        Member(["model=tabular", "seed=0"], "MLP on standardized features: smooth, unlike trees", k * mlp),
-        Member(["model=tabular_xgb", "seed=0"], "XGBoost: depth-wise trees, a third library", k * gbm),
+        Member(["model=tabular", *view, "seed=0"], "MLP on standardized features: smooth, unlike trees", k * mlp),
+        Member(["model=tabular_xgb", *view, "seed=0"], "XGBoost: depth-wise trees, a third library", k * gbm),
     ]
     if cats:
         core.append(
             Member(
-                ["model=tabular_lgbm", "model.categorical_encoding=native", "seed=0"],
+                ["model=tabular_lgbm", "model.categorical_encoding=native", *stats, "seed=0"],
                 "LightGBM splitting on the categories themselves: another encoding of the same columns",
                 k * gbm,
             )
@@ -111,7 +133,7 @@ def tabular_members(comp: Competition, mixed: bool) -> list[Member]:
     # randomized than the bagged preset, and its zeros are not values: it errs elsewhere (adult: AUC CV 0.93035 vs
     # the preset's 0.93019, test 0.92968 vs 0.92869; ames: CV 4 % worse RMSE, where the ensemble leaves it out)
     whole = ["model=tabular_xgb", "model.head.estimator.subsample=1.0", "model.head.estimator.colsample_bytree=1.0"]
-    whole += ["model.numeric_scaling=none", "model.sparse_input=true"]
+    whole += ["model.numeric_scaling=none", "model.sparse_input=true", *view]
     core.append(Member([*whole, "seed=0"], "XGBoost on every row and column, zeros as missing: a twin", k * gbm, 1))
     if mixed:  # beside text or images: the tabular view's two strongest members first, the rest later
         for m in core[2:]:
@@ -154,15 +176,44 @@ def text_members(comp: Competition, gpu: bool, has_tab: bool) -> list[Member]:
         why = "TF-IDF scaled by Naive Bayes log-count ratios, logistic regression (NBSVM): the text view"
         members.insert(0, Member(["model=text_nb", "seed=0", *only_text], why, k * COST["tfidf"]))
     if has_tab:
+        members = joined_members(comp) + members
         why = f"LightGBM on MiniLM embeddings{joined}"
         members.append(Member([*frozen, *lgbm_head(), "seed=0"], why, 3 * head, shared=features))
     finetune = k * COST["text_finetune"] / (GPU_SPEEDUP if gpu else 1)
     tune = ["model=text_finetune", "trainer.max_epochs=2", "trainer.batch_size=32", "data.max_length=64", *only_text]
-    members += [
-        Member([*tune, "seed=0"], "MiniLM finetuned end to end at 1/10 LR", finetune, 1),
-        Member([*tune, "seed=1"], "a second finetune seed", finetune, 2),
+    first = Member([*tune, "seed=0"], "MiniLM finetuned end to end at 1/10 LR", finetune, 1)
+    if has_tab:  # late fusion: the pooled text embedding and the tabular features side by side into one MLP head
+        fusion = [o for o in tune if o not in only_text] + fusion_view(comp)
+        why = "MiniLM finetuned at 1/10 LR jointly with an MLP over the tabular features (late fusion)"
+        first = Member([*fusion, "seed=0"], why, finetune, 1)
+    return [*members, first, Member([*tune, "seed=1"], "a finetune seed on the text alone", finetune, 2)]
+
+
+def fusion_view(comp: Competition) -> list[str]:
+    """The tabular features as a network reads them beside a backbone: text statistics, target-encoded many-level
+    categoricals."""
+    stats = ["data.text_stats=true"] if comp.text_col else []
+    return stats + (["data.high_card_encoding=target"] if high_cardinality(comp) else [])
+
+
+def joined_members(comp: Competition) -> list[Member]:
+    """TF-IDF n-grams side by side with the tabular features (their text statistics and date parts included,
+    many-level categoricals target-encoded): a word and a column in one model, linear and in trees."""
+    k = len(comp.train) / 1000
+    view = ["data.text_stats=true", *(["data.high_card_encoding=target"] if high_cardinality(comp) else [])]
+    linear = "model=text_tfidf" if comp.task == "regression" else "model=text_nb"
+    return [
+        Member(
+            [linear, *view, "seed=0"],
+            "TF-IDF n-grams joined with the tabular features, linear: a word and a column in one model",
+            k * COST["tfidf"],
+        ),
+        Member(
+            ["model=text_lgbm", *view, "seed=0"],
+            "LightGBM on TF-IDF n-grams joined with the tabular features",
+            k * COST["tfidf_gbm"],
+        ),
     ]
-    return members
 
 
 def native_size(backbone: str) -> int:
@@ -219,8 +270,12 @@ def image_members(comp: Competition, gpu: bool, has_tab: bool, backbone: str, bu
         pix = ["model=image_pixels", "model.backbone.name=pixels", "model.backbone.weights=null"]
         pix += ["model.backbone.input_size=28"]
         members.append(Member([*pix, "seed=0", *only_pixels], why, pixels))
+    first = Member([*tune, "seed=0"], f"finetuned end to end at {px} px, backbone at 1/10 LR", cost)
+    if has_tab:  # late fusion: the pooled image features and the tabular features into one MLP head
+        fusion = [o for o in tune if o != "data.feature_cols=[]"] + fusion_view(comp)
+        first = Member([*fusion, "seed=0"], f"finetuned at {px} px jointly with an MLP over the table (fusion)", cost)
     return members + [
-        Member([*tune, "seed=0"], f"finetuned end to end at {px} px, backbone at 1/10 LR", cost),
+        first,
         Member([*tune, "seed=1"], "a second finetune seed: finetunes differ more than heads", cost, 1),
         Member(
             [*frozen, "model.head.hidden=[512,256]", "seed=1"],

@@ -20,6 +20,7 @@ from pipeline.data.contract import load_competition
 from pipeline.data.tabular import skewed_positive
 from pipeline.prepare import Prepared
 from pipeline.zoo.plan import COST, Member, plan
+from pipeline.zoo.tune import tune
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +80,34 @@ def _key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
-class Zoo:
-    """Trains planned members one after another while the time budget lasts; zoo.json follows every step."""
+def _family(m: Member) -> tuple[str, ...]:
+    return tuple(o for o in m.overrides if not o.startswith("seed="))
 
-    def __init__(self, cfg: DictConfig, prep: Prepared, overrides: list[str], fit: Callable):
-        self.cfg, self.prep, self.overrides, self.fit = cfg, prep, overrides, fit
-        self.start, self.budget = time.time(), float(cfg.zoo.budget_minutes) * 60
+
+# Taken / estimated seconds, kept within 0.1-20x: a loaded machine really is several times slower than the
+# planner's table (the next members take as long), but beyond 20x a ratio says more of a one-off than of a rate.
+RATIO_RANGE = (0.1, 20.0)
+
+
+def _kind(m: Member) -> str:
+    """The member's model preset, with its finetune mode where it sets one: frozen heads and finetunes of one
+    backbone differ ~45x in cost (COST), and a misestimate of one says little about the other."""
+    model = next((o.split("=", 1)[1] for o in m.overrides if _key(o) == "model"), "default")
+    finetune = next((o.split("=", 1)[1] for o in m.overrides if _key(o) == "model.finetune"), None)
+    return f"{model}/{finetune}" if finetune else model
+
+
+class Zoo:
+    """Trains planned members one after another while the time budget lasts; zoo.json follows every step.
+
+    Each member's estimate is corrected by what this run's members took against theirs (`expect`), so a member
+    the planner misestimated 3x makes the next ones of its kind estimated right before they are decided."""
+
+    def __init__(
+        self, cfg: DictConfig, prep: Prepared, overrides: list[str], fit: Callable, clock: Callable = time.time
+    ):
+        self.cfg, self.prep, self.overrides, self.fit, self.clock = cfg, prep, overrides, fit, clock
+        self.start, self.budget = clock(), float(cfg.zoo.budget_minutes) * 60
         self.members: list[Member] = []
         self.doc = {
             "budget_minutes": cfg.zoo.budget_minutes,
@@ -101,7 +124,10 @@ class Zoo:
 
     @property
     def elapsed(self) -> float:
-        return time.time() - self.start
+        return self.clock() - self.start
+
+    def compose(self, m: Member) -> DictConfig:
+        return compose_member(self.overrides, m)
 
     def cost(self, m: Member) -> float:
         """A member's estimated seconds, with the pass it shares with others (frozen features) until one of them
@@ -109,30 +135,82 @@ class Zoo:
         trained = {x.shared[0] for x in self.members if x.shared and x.status == "trained"}
         return m.cost + (m.shared[1] if m.shared and m.shared[0] not in trained else 0.0)
 
+    def ratio(self, m: Member) -> tuple[float, str]:
+        """Seconds taken per second estimated by the trained members most like m: its family (the same overrides
+        but the seed), else its kind (`_kind`), else the run's median; 1 before any has trained."""
+        done = [x for x in self.members if x.status == "trained" and x.seconds and x.estimate and x.ratio]
+        for like, name in ((_family, "family"), (_kind, "kind")):
+            same = [x for x in done if like(x) == like(m)]
+            if same:
+                r = sum(x.seconds for x in same) / sum(x.estimate / x.ratio for x in same)
+                return float(np.clip(r, *RATIO_RANGE)), f"{len(same)} of its {name}"
+        if done:
+            r = np.median([x.seconds / (x.estimate / x.ratio) for x in done])
+            return float(np.clip(r, *RATIO_RANGE)), f"median of {len(done)} members"
+        return 1.0, "planner's"
+
+    def expect(self, m: Member) -> str:
+        """Set m's corrected estimate (and its ratio); say where the correction came from."""
+        r, source = self.ratio(m)
+        m.ratio, m.estimate = round(r, 3), round(r * self.cost(m), 2)
+        return source
+
+    def overrun(self, m: Member) -> str | None:
+        """Why m would overrun the budget at its corrected estimate (None: it fits)."""
+        source = self.expect(m)
+        if self.elapsed + m.estimate <= self.budget:
+            return None
+        left = max(0.0, self.budget - self.elapsed)
+        return f"~{m.estimate:.0f} s needed (x{m.ratio:.2f}: {source}), {left:.0f} s left"
+
     def run(self, m: Member) -> Member:
         """Train one member (or find it complete); a member that fails is recorded and the zoo goes on."""
         if m not in self.members:
             self.members.append(m)
-        cost = self.cost(m)
-        if self.members.index(m) > 0 and self.elapsed + cost > self.budget:
-            m.status = "skipped"
-            m.note = f"over the budget: ~{cost:.0f} s needed, {max(0, self.budget - self.elapsed):.0f} s left"
+        if self.members.index(m) == 0:
+            self.expect(m)  # the first member trains whatever its estimate: a zoo of none helps nobody
+        elif over := self.overrun(m):
+            m.status, m.note = "skipped", f"over the budget: {over}"
             log.info("zoo: skipping %s (%s)", " ".join(m.overrides), m.note)
             return self.save(m)
         log.info(
-            "zoo: member %d/%d: %s  [%s]", self.members.index(m) + 1, len(self.members), m.why, " ".join(m.overrides)
+            "zoo: member %d/%d (~%.0f s, x%.2f): %s  [%s]",
+            self.members.index(m) + 1,
+            len(self.members),
+            m.estimate,
+            m.ratio,
+            m.why,
+            " ".join(m.overrides),
         )
-        t = time.time()
+        t = self.clock()
         try:
-            mcfg = compose_member(self.overrides, m)
+            mcfg = self.compose(m)
             prep = self.prep if mcfg.data == self.cfg.data else replace(self.prep, comp=load_competition(mcfg.data))
             metrics = self.fit(mcfg, prep)
             m.status, m.model_id, m.cv_score = "trained", metrics["model_id"], metrics["cv_score"]
         except Exception as e:  # one member's failure (a missing library, a bad override) must not sink the zoo
             m.status, m.note = "failed", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
             log.error("zoo: member failed (%s): %s", " ".join(m.overrides), m.note)
-        m.seconds = round(time.time() - t, 1)
+            metrics = {}
+        m.seconds = round(self.clock() - t, 1)
+        if metrics.get("seconds", 0) > m.seconds:  # found complete: what it took to train is its true cost
+            m.seconds, m.note = round(metrics["seconds"], 1), "found complete (seconds: its training then)"
+        for x in self.members:  # those still to run: estimates corrected by what this one took
+            if x.status == "planned":
+                self.expect(x)
         return self.save(m)
+
+    def stop(self, search: str, seeds: str) -> dict:
+        """Why the zoo ended, in zoo.json: `budget` when the next trial or seed would have overrun it, else `plan
+        exhausted` (the search ran its trials, extra seeds stopped adding more than their noise); `search` and
+        `seeds` say how each ended."""
+        cut = search.startswith("budget") or seeds.startswith("budget")
+        reason, detail = "budget" if cut else "plan exhausted", f"search: {search}; seeds: {seeds}"
+        skipped = sum(m.status == "skipped" for m in self.members)
+        detail += f"; {skipped} planned members skipped for the budget" if skipped else ""
+        self.doc["stopped"] = {"reason": reason, "detail": detail, "budget_used": round(self.elapsed / self.budget, 3)}
+        self.save()
+        return self.doc["stopped"]
 
     def save(self, m: Member | None = None) -> Member | None:
         members = [x.as_dict() for x in self.members]
@@ -173,10 +251,6 @@ def choose_transform(zoo: Zoo) -> list[str]:
 MAX_SEED = 9  # extra seeds stop here, whatever the budget: past ~10 bagged copies an average barely moves
 
 
-def _family(m: Member) -> tuple[str, ...]:
-    return tuple(o for o in m.overrides if not o.startswith("seed="))
-
-
 def family_gain(zoo: Zoo, seeds: list[Member]) -> tuple[float, float]:
     """What the last of a family's seeds added: the per-fold score of the average of all their out-of-fold
     predictions minus that of the average without the last one (positive: better), as a mean over the folds and
@@ -197,17 +271,19 @@ def family_gain(zoo: Zoo, seeds: list[Member]) -> tuple[float, float]:
     return float(np.mean(d)), float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else np.inf
 
 
-def fill(zoo: Zoo, families: int = 2) -> None:
-    """The budget left after the plan buys more seeds of the best families (the same overrides but the seed) that
-    already vary by seed (two or more seeds trained), best CV first, each at its measured cost, while it fits.
-    A family gets no more seeds once its last seed's gain to the family's average is within the noise (not above
-    one standard error over the folds): more of the same would spend the budget for nothing."""
+def fill(zoo: Zoo, families: int = 2) -> str:
+    """The budget left after the plan and the search buys more seeds of the best families (the same overrides but
+    the seed) that already vary by seed (two or more seeds trained), best CV first, while they fit. A family gets
+    no more seeds once its last seed's gain to the family's average is within the noise (not above one standard
+    error over the folds): more of the same would spend the budget for nothing. Returns how the seeds ended."""
     trained = [m for m in zoo.members if m.status == "trained" and m.cv_score is not None]
     sign = 1 if zoo.prep.comp.metric.greater_is_better else -1
     best: dict[tuple, Member] = {}
     for m in sorted(trained, key=lambda m: -sign * m.cv_score):
         best.setdefault(_family(m), m)
     seeded = [f for f in best if sum(_family(m) == f for m in trained) >= 2][:families]
+    if not seeded:
+        return "no family varies by seed"
     used = {(_family(m), o) for m in zoo.members for o in m.overrides if o.startswith("seed=")}
     for seed in range(MAX_SEED + 1):
         for f in list(seeded):
@@ -222,17 +298,19 @@ def fill(zoo: Zoo, families: int = 2) -> None:
                 zoo.save()
                 continue
             why = best[f].why.split(" (seed")[0]
-            m = Member(
-                [*f, f"seed={seed}"], f"{why} (seed {seed}: budget left)", best[f].seconds or 0, 3, best[f].shared
-            )
-            if zoo.elapsed + zoo.cost(m) > zoo.budget:
-                return
+            m = Member([*f, f"seed={seed}"], f"{why} (seed {seed}: budget left)", best[f].cost, 4, best[f].shared)
+            if over := zoo.overrun(m):
+                return f"budget: {m.why}: {over}"
             zoo.run(m)
+    return "each family's last seed added no more than its noise" if not seeded else f"up to seed {MAX_SEED}"
 
 
-def train_zoo(cfg: DictConfig, prep: Prepared, overrides: list[str], fit: Callable) -> list[Member]:
-    """Plan the zoo from the competition's views, rows and task, then train it member by member within budget."""
-    zoo = Zoo(cfg, prep, overrides, fit)
+def train_zoo(
+    cfg: DictConfig, prep: Prepared, overrides: list[str], fit: Callable, clock: Callable = time.time
+) -> list[Member]:
+    """Plan the zoo from the competition's views, rows and task, then train it member by member within budget:
+    the plan, an Optuna search of the best gradient-boosting family (`tune`), then more seeds (`fill`)."""
+    zoo = Zoo(cfg, prep, overrides, fit, clock)
     tt = choose_transform(zoo)
     backbone = compose_member(overrides, Member(["model=image"], "", 0)).model.backbone.name
     done = {tuple(m.overrides) for m in zoo.members}
@@ -256,7 +334,16 @@ def train_zoo(cfg: DictConfig, prep: Prepared, overrides: list[str], fit: Callab
     zoo.members += planned
     for m in planned:
         zoo.run(m)
-    fill(zoo)
+    searched = tune(zoo, int(cfg.zoo.search_trials))
+    stopped = zoo.stop(searched, fill(zoo))
     trained = sum(m.status == "trained" for m in zoo.members)
-    log.info("zoo: %d members trained in %.0f s; see %s", trained, zoo.elapsed, prep.out_dir / "zoo.json")
+    log.info(
+        "zoo: %d members trained in %.0f s (%.0f %% of the budget); stopped: %s (%s); see %s",
+        trained,
+        zoo.elapsed,
+        100 * stopped["budget_used"],
+        stopped["reason"],
+        stopped["detail"],
+        prep.out_dir / "zoo.json",
+    )
     return zoo.members
