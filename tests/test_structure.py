@@ -1,9 +1,10 @@
 """The package's shape, read from its source (nothing is imported): no import cycle between modules or between
 folders, and no module of a subpackage importing an entry point.
 
-Only module-level imports are edges. An import inside a function ("lazy") is how the entry points keep `--help`
-at about a second (their stage's code loads when work starts), so the entry points may import lazily at will;
-anywhere else a lazy import must be listed in `LAZY` with its reason, so that none hides a cycle.
+Only module-level imports are edges (not those under `if TYPE_CHECKING:`, which never run). An import inside a
+function ("lazy") is how the entry points keep `--help` at about a second (their stage's code loads when work
+starts), so the entry points may import lazily at will; anywhere else a lazy import must be listed in `LAZY` with
+its reason, so that none hides a cycle.
 """
 
 import ast
@@ -52,6 +53,11 @@ def _targets(node: ast.Import | ast.ImportFrom, package: str) -> list[str]:
     return [f"{base}.{a.name}" for a in node.names]
 
 
+def _type_checking(node: ast.AST) -> bool:
+    """`if TYPE_CHECKING:`: imports for type hints only, never run."""
+    return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+
+
 def imports(pkg: Path) -> dict[str, tuple[set[str], set[str]]]:
     """Every module of `pkg` -> (the package's modules it imports at module level, those it imports lazily).
 
@@ -75,7 +81,8 @@ def imports(pkg: Path) -> dict[str, tuple[set[str], set[str]]]:
                 ours = [t for t in _targets(node, package) if t.split(".")[0] == pkg.name]
                 (lazy if in_function else top).update(resolve(t) for t in ours if resolve(t) != name)
             nested = in_function or isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda)
-            stack += [(child, nested) for child in ast.iter_child_nodes(node)]
+            children = node.orelse if _type_checking(node) else ast.iter_child_nodes(node)
+            stack += [(child, nested) for child in children]
     return graph
 
 
@@ -154,3 +161,15 @@ def test_a_planted_violation_is_caught(tmp_path, kind):
         (pkg / file).write_text(source + "\n")
     found = problems(pkg, {"pipeline.train"}, {})
     assert len(found) == 1 and kind in found[0], found
+
+
+def test_an_import_for_type_hints_only_is_no_cycle(tmp_path):
+    pkg = tmp_path / "pipeline"
+    (pkg / "zoo").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "zoo" / "__init__.py").write_text("")
+    (pkg / "zoo" / "a.py").write_text("from pipeline.zoo import b\n")
+    (pkg / "zoo" / "b.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pipeline.zoo.a import A\n"
+    )
+    assert problems(pkg, set(), {}) == []
