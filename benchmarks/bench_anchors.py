@@ -6,7 +6,8 @@
     mixed (tweets)        two rows: AutoGluon as above, and one LogisticRegression on the text's TF-IDF (as for
                           text) joined with one-hot categoricals, standardized numerics and date parts
 
-AutoGluon runs with its neural models (NN_TORCH, FastAI) and gets the raw columns: text as text (it builds its
+AutoGluon is installed with its neural models (NN_TORCH, FastAI: fitted when its time limit reaches them, after
+its trees) and gets the raw columns: text as text (it builds its
 own n-gram features) and ISO timestamp columns parsed to datetimes (its datetime features), so that it sees the
 dates as the joined LogisticRegression does.
 
@@ -53,7 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # The fastai extra (its FastAI net) needs torch < 2.14, and pip resolves it only with torch pinned beside it.
 AUTOGLUON = ["autogluon.tabular[lightgbm,catboost,xgboost,fastai]==1.6.3", "torch==2.13.*"]
 AG_VENV = Path(os.environ.get("TMPDIR", "/tmp")) / "anchors-venv-nn"
-AG_NEURAL = {"NN_TORCH": "NeuralNetTorch", "FASTAI": "NeuralNetFastAI"}  # AutoGluon's neural models: key -> name
+AG_NEURAL = ("NeuralNetTorch", "NeuralNetFastAI")  # name prefixes of AutoGluon's NN_TORCH and FASTAI models
 ISO_DATE = r"\d{4}-\d\d-\d\d"  # how a timestamp column's values start (2013-12-10T20:00:00Z)
 AG_METRIC = {"roc_auc": "roc_auc", "accuracy": "accuracy", "rmse": "root_mean_squared_error"}
 SK_SCORING = {"roc_auc": "roc_auc", "accuracy": "accuracy"}  # GridSearchCV's names for the demos' metrics
@@ -62,28 +63,21 @@ AG_SCRIPT = """
 import sys
 import pandas as pd
 from autogluon.tabular import TabularPredictor
-from autogluon.tabular.configs.hyperparameter_configs import get_hyperparameter_config
 
-train_csv, test_csv, label, metric, problem, limit, out, workdir, dates, neural, neural_keys = sys.argv[1:]
+train_csv, test_csv, label, metric, problem, limit, out, workdir, dates, neural = sys.argv[1:]
 train, test = pd.read_csv(train_csv).drop(columns="id"), pd.read_csv(test_csv).drop(columns="id")
 for frame in (train, test):  # ISO strings -> naive UTC datetimes, which its datetime feature generator reads
     for column in filter(None, dates.split(",")):
         frame[column] = pd.to_datetime(frame[column], utc=True).dt.tz_localize(None)
-# best_quality's portfolio, with the default NN_TORCH and FastAI configs fitted first (priority 100; LightGBM 90).
-# In their own place (FastAI 50, NN_TORCH 25), and even just after the LightGBMs, a 600 s limit on tweets on a
-# busy 2-core machine ran out before them.
-portfolio = get_hyperparameter_config("zeroshot")
-for key in neural_keys.split(","):
-    portfolio[key][0].setdefault("ag_args", {})["priority"] = 100
 predictor = TabularPredictor(label=label, eval_metric=metric, problem_type=problem, path=workdir, verbosity=1)
-predictor.fit(train, presets="best_quality", hyperparameters=portfolio, time_limit=float(limit), num_cpus=2)
+predictor.fit(train, presets="best_quality", time_limit=float(limit), num_cpus=2)
 meta = predictor.feature_metadata_in
 print("  autogluon's feature types:", dict(meta.get_type_group_map_raw()), dict(meta.type_group_map_special))
 board = predictor.leaderboard(silent=True)[["model", "score_val", "fit_time"]]
 print(board.to_string(index=False))  # the models it fitted in the time (they differ between runs) and its choice
 print("  autogluon predicts with", predictor.model_best)
 fitted = [p for p in neural.split(",") if board["model"].str.startswith(p).any()]
-print("  neural models fitted:", ", ".join(fitted) or "NONE (the time limit ran out before them)")
+print("  neural models fitted:", ", ".join(fitted) or "none (the time limit ran out before them)")
 pred = predictor.predict(test).to_frame() if problem == "regression" else predictor.predict_proba(test)
 pred[sorted(pred.columns)].to_csv(out, index=False)  # classes sorted, as the pipeline encodes them
 """
@@ -188,7 +182,7 @@ def autogluon_anchor(cfg, task: str, time_limit: float) -> np.ndarray:
         script, out = Path(tmp) / "fit.py", Path(tmp) / "pred.csv"
         script.write_text(AG_SCRIPT)
         args = [folder / "train.csv", folder / "test.csv", cfg.target, AG_METRIC[cfg.metric], task, time_limit]
-        extra = [out, Path(tmp) / "models", dates, ",".join(AG_NEURAL.values()), ",".join(AG_NEURAL)]
+        extra = [out, Path(tmp) / "models", dates, ",".join(AG_NEURAL)]
         subprocess.run([python, script, *map(str, args), *map(str, extra)], check=True)
         pred = pd.read_csv(out)
     return pred.iloc[:, 0].to_numpy() if task == "regression" else pred.to_numpy()
