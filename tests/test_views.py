@@ -102,41 +102,33 @@ def test_named_datetime_column_must_parse(tmp_path):
         load_competition(cfg.data)
 
 
-def test_features_of_every_extra_view(tmp_path):
-    cfg = config(
-        mixed(tmp_path / "c"),
-        tmp_path / "out",
-        "data.high_card_encoding=target",
-        "data.high_card_min_levels=50",
-        "data.text_stats=true",
-    )
+def first_fold_tabular(train_csv: Path, out: Path, *overrides: str):
+    """(competition, fold 0's train rows, its `Tabular` features) as the training stage builds them."""
+    cfg = config(train_csv, out, *overrides)
     prep = prepare(cfg)
     _, rows = fold_rows(prep.folds)[0]
-    tab = fit_tabular(prep.comp, cfg.data, rows["train"])
+    return prep.comp, rows["train"], fit_tabular(prep.comp, cfg.data, rows["train"])
+
+
+def test_features_of_every_extra_view(tmp_path):
+    view = ["data.high_card_encoding=target", "data.high_card_min_levels=50", "data.text_stats=true"]
+    comp, _, tab = first_fold_tabular(mixed(tmp_path / "c"), tmp_path / "out", *view)
     names = tab.fitted.names
     assert "count__shop_count" in names and "target__shop" in names
     assert "text__text_log_chars" in names and "dates__created_at_hour" in names
     assert not any(n.startswith("cat__shop") for n in names)  # the many-level column left the one-hot block
-    assert tab.train.shape == (len(prep.comp.train), len(names)) and np.isfinite(tab.train).all()
-    assert tab.test.shape == (len(prep.comp.test), len(names)) and np.isfinite(tab.test).all()
+    assert tab.train.shape == (len(comp.train), len(names)) and np.isfinite(tab.train).all()
+    assert tab.test.shape == (len(comp.test), len(names)) and np.isfinite(tab.test).all()
 
 
 def test_target_encoding_leaks_no_row_its_own_target(tmp_path):
     """A key of ~3 rows a level and a random target: a row's code computed with its own target follows that
     target (the planted leak: transform after fitting on the same rows); the cross-fitted codes do not."""
-    cfg = config(
-        mixed(tmp_path / "c", n=600, leak_key=True),
-        tmp_path / "out",
-        "data.feature_cols=[key]",
-        "data.high_card_encoding=target",
-        "data.high_card_min_levels=20",
-    )
-    prep = prepare(cfg)
-    _, rows = fold_rows(prep.folds)[0]
-    train_rows, y = rows["train"], prep.comp.y
-    tab = fit_tabular(prep.comp, cfg.data, train_rows)
+    view = ["data.feature_cols=[key]", "data.high_card_encoding=target", "data.high_card_min_levels=20"]
+    comp, train_rows, tab = first_fold_tabular(mixed(tmp_path / "c", n=600, leak_key=True), tmp_path / "out", *view)
+    y = comp.y
     code = tab.train[:, tab.fitted.names.index("target__key")]
-    leaky = tab.fitted.transform(prep.comp.train.iloc[train_rows])[:, tab.fitted.names.index("target__key")]
+    leaky = tab.fitted.transform(comp.train.iloc[train_rows])[:, tab.fitted.names.index("target__key")]
     assert np.corrcoef(leaky, y[train_rows])[0, 1] > 0.4  # the leak the test must catch
     assert abs(np.corrcoef(code[train_rows], y[train_rows])[0, 1]) < 0.15
 

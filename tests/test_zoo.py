@@ -322,3 +322,33 @@ def test_search_trials_are_members_and_the_zoo_says_why_it_stopped(make_comp, tm
     stopped = doc["stopped"]
     assert stopped["reason"] == reason and search in stopped["detail"]
     assert stopped["budget_used"] == round(clock.now / (budget * 60), 3)
+
+
+def test_a_member_skipped_on_a_pessimistic_estimate_gets_a_second_chance(make_comp, tmp_path):
+    """The first member took 3x its estimate, so LightGBM (a kind not trained yet) looked 3x dearer and was
+    skipped; once a cheap XGBoost has brought the run's median ratio down, the plan's second pass trains it."""
+    comp = make_comp(n_train=60, n_test=12)
+    out = tmp_path / "again"
+    overrides = [o for o in overrides_for(comp, out, "zoo.budget_minutes=1") if "text_col" not in o]
+    clock, base = Clock(), fake_fit({"sklearn": 1.0, "mlp": 1.0})
+    took = {"mlp": 30.0, "lightgbm": 20.0, "xgboost": 2.0}
+
+    def fit_(mcfg, prep):
+        head = mcfg.model.head
+        clock.now += took["mlp" if head.type == "mlp" else str(head.estimator._target_).split(".")[0]]
+        return base(mcfg, prep)
+
+    members = [
+        Member(["model=tabular", "seed=0"], "MLP", 10.0),  # takes 30 s: x3
+        Member(["model=tabular_lgbm", "seed=0"], "LightGBM", 15.0),  # x3: 45 s, 30 + 45 > 60: skipped
+        Member(["model=tabular_xgb", "seed=0"], "XGBoost", 5.0),  # x3: 15 s fits; takes 2 s: x0.4
+    ]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+        zoo = Zoo(cfg, prepare(cfg), overrides, fit_, clock)
+        zoo.members += members
+        zoo.run_plan(members)
+    mlp, lgbm, xgb = json.loads((out / "zoo.json").read_text())["members"]
+    assert (mlp["status"], xgb["status"], lgbm["status"]) == ("trained", "trained", "trained")
+    assert (lgbm["ratio"], lgbm["estimate"], lgbm["note"]) == (1.7, 25.5, "")  # median of x3 and x0.4: 32 + 25.5 s
+    assert clock.now == 52.0

@@ -182,7 +182,7 @@ class Zoo:
             m.why,
             " ".join(m.overrides),
         )
-        t = self.clock()
+        t, m.note = self.clock(), ""
         try:
             mcfg = self.compose(m)
             prep = self.prep if mcfg.data == self.cfg.data else replace(self.prep, comp=load_competition(mcfg.data))
@@ -199,6 +199,16 @@ class Zoo:
             if x.status == "planned":
                 self.expect(x)
         return self.save(m)
+
+    def run_plan(self, planned: list[Member]) -> None:
+        """Each planned member in turn, then once more those skipped that fit at the estimates corrected since: a
+        first member that took 3x its estimate makes every kind not trained yet look 3x dearer until cheaper ones
+        have trained."""
+        for m in planned:
+            self.run(m)
+        for m in [m for m in planned if m.status == "skipped"]:
+            if not self.overrun(m):
+                self.run(m)
 
     def stop(self, search: str, seeds: str) -> dict:
         """Why the zoo ended, in zoo.json: `budget` when the next trial or seed would have overrun it, else `plan
@@ -309,7 +319,8 @@ def train_zoo(
     cfg: DictConfig, prep: Prepared, overrides: list[str], fit: Callable, clock: Callable = time.time
 ) -> list[Member]:
     """Plan the zoo from the competition's views, rows and task, then train it member by member within budget:
-    the plan, an Optuna search of the best gradient-boosting family (`tune`), then more seeds (`fill`)."""
+    the plan (`run_plan`), an Optuna search of the best gradient-boosting family (`tune`), then more seeds
+    (`fill`)."""
     zoo = Zoo(cfg, prep, overrides, fit, clock)
     tt = choose_transform(zoo)
     backbone = compose_member(overrides, Member(["model=image"], "", 0)).model.backbone.name
@@ -332,8 +343,7 @@ def train_zoo(
         ),
     )
     zoo.members += planned
-    for m in planned:
-        zoo.run(m)
+    zoo.run_plan(planned)
     searched = tune(zoo, int(cfg.zoo.search_trials))
     stopped = zoo.stop(searched, fill(zoo))
     trained = sum(m.status == "trained" for m in zoo.members)
