@@ -17,7 +17,7 @@ from pipeline.models.backbones import image_backbone
 from pipeline.prepare import prepare
 from pipeline.train import fit
 from pipeline.zoo.plan import Member, default_model, frozen_size, native_size, plan
-from pipeline.zoo.run import Zoo, compose_member, train_zoo
+from pipeline.zoo.run import Zoo, compose_member, fill, train_zoo
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -352,3 +352,24 @@ def test_a_member_skipped_on_a_pessimistic_estimate_gets_a_second_chance(make_co
     assert (mlp["status"], xgb["status"], lgbm["status"]) == ("trained", "trained", "trained")
     assert (lgbm["ratio"], lgbm["estimate"], lgbm["note"]) == (1.7, 25.5, "")  # median of x3 and x0.4: 32 + 25.5 s
     assert clock.now == 52.0
+
+
+def test_families_of_one_seed_get_seeds_when_none_varies(make_comp, tmp_path, monkeypatch):
+    """A mixed plan trains one seed of each member: the budget left buys seeds of the two best families, each
+    stopping once its last seed adds no more than its noise (the MLP: copies)."""
+    monkeypatch.setattr("pipeline.zoo.run.MAX_SEED", 3)
+    comp = make_comp(n_train=600, n_test=12)
+    out = tmp_path / "one"
+    overrides = [o for o in overrides_for(comp, out) if "text_col" not in o]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+        zoo = Zoo(cfg, prepare(cfg), overrides, fake_fit({"sklearn": 3.0, "mlp": 0.0}))
+        zoo.members += [
+            Member(["model=tabular_lgbm", "seed=0"], "LightGBM", 1.0),
+            Member(["model=tabular", "seed=0"], "MLP", 1.0),
+        ]
+        zoo.run_plan(zoo.members)
+        fill(zoo)
+    extra = sorted(" ".join(m.overrides) for m in zoo.members if m.tier == 4)
+    assert extra == ["model=tabular seed=1", *(f"model=tabular_lgbm seed={s}" for s in (1, 2, 3))]
+    assert list(zoo.doc["seeds_stopped"]) == ["model=tabular"]

@@ -283,24 +283,26 @@ def family_gain(zoo: Zoo, seeds: list[Member]) -> tuple[float, float]:
 
 def fill(zoo: Zoo, families: int = 2) -> str:
     """The budget left after the plan and the search buys more seeds of the best families (the same overrides but
-    the seed) that already vary by seed (two or more seeds trained), best CV first, while they fit. A family gets
-    no more seeds once its last seed's gain to the family's average is within the noise (not above one standard
-    error over the folds): more of the same would spend the budget for nothing. Returns how the seeds ended."""
+    the seed): those that already vary by seed (two or more seeds trained) first, else the best by CV, while they
+    fit. A family gets no more seeds once its last seed's gain to the family's average is within the noise (not
+    above one standard error over the folds): more of the same would spend the budget for nothing. Returns how the
+    seeds ended."""
     trained = [m for m in zoo.members if m.status == "trained" and m.cv_score is not None]
     sign = 1 if zoo.prep.comp.metric.greater_is_better else -1
     best: dict[tuple, Member] = {}
     for m in sorted(trained, key=lambda m: -sign * m.cv_score):
         best.setdefault(_family(m), m)
-    seeded = [f for f in best if sum(_family(m) == f for m in trained) >= 2][:families]
+    varied = [f for f in best if sum(_family(m) == f for m in trained) >= 2]
+    seeded = (varied + [f for f in best if f not in varied])[:families]  # then the best of one seed (a mixed plan)
     if not seeded:
-        return "no family varies by seed"
+        return "no family trained"
     used = {(_family(m), o) for m in zoo.members for o in m.overrides if o.startswith("seed=")}
     for seed in range(MAX_SEED + 1):
         for f in list(seeded):
             if (f, f"seed={seed}") in used:
                 continue
             seeds = [m for m in zoo.members if _family(m) == f and m.status == "trained" and m.model_id]
-            gain, se = family_gain(zoo, seeds)
+            gain, se = family_gain(zoo, seeds) if len(seeds) > 1 else (np.inf, 0.0)
             if gain <= se:
                 log.info("zoo: no more seeds of %s: the last one added %.5g +- %.5g per fold", " ".join(f), gain, se)
                 zoo.doc.setdefault("seeds_stopped", {})[" ".join(f)] = {"gain": gain, "se": se, "seeds": len(seeds)}
