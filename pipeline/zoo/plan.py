@@ -83,6 +83,19 @@ def linear_head(task: str) -> str:
     return f"model.head.estimator={est}"
 
 
+def frozen_heads(frozen: list[str], task: str, what: str, cost: float, features: tuple) -> list[Member]:
+    """A linear and an MLP head on frozen features (`what`), paying for their shared embedding pass once."""
+    return [
+        Member(
+            [*frozen, "model.head.type=sklearn", linear_head(task), "seed=0"],
+            f"linear model on {what}",
+            cost,
+            shared=features,
+        ),
+        Member([*frozen, "seed=0"], f"MLP on {what}", cost, shared=features),
+    ]
+
+
 def lgbm_head() -> list[str]:
     """LightGBM on embeddings joined with the tabular features (Classifier becomes Regressor by task)."""
     est = "{_target_:lightgbm.LGBMClassifier,n_estimators:3000,learning_rate:0.05,colsample_bytree:0.5,verbose:-1}"
@@ -157,13 +170,7 @@ def text_members(comp: Competition, gpu: bool, has_tab: bool) -> list[Member]:
             "TF-IDF word + char n-grams, linear: the text view",
             k * COST["tfidf"],
         ),
-        Member(
-            [*frozen, "model.head.type=sklearn", linear_head(comp.task), "seed=0"],
-            f"linear model on frozen all-MiniLM-L6-v2 embeddings{joined}",
-            head,
-            shared=features,
-        ),
-        Member([*frozen, "seed=0"], f"MLP on frozen MiniLM embeddings{joined}", head, shared=features),
+        *frozen_heads(frozen, comp.task, f"frozen all-MiniLM-L6-v2 embeddings{joined}", head, features),
         Member(
             [*frozen, "model.head.hidden=[512,256]", "seed=1"],
             "a deeper MLP on the same embeddings",
@@ -253,15 +260,7 @@ def image_members(comp: Competition, gpu: bool, has_tab: bool, backbone: str, bu
     cost = k * COST["image_finetune"] * (px / 48) ** 2 / speed
     joined = " joined with the tabular features" if has_tab else ""
     features = (f"image features at {size} px", embed)  # cached: the first head to train pays for the pass
-    members = [
-        Member(
-            [*frozen, "model.head.type=sklearn", linear_head(comp.task), "seed=0"],
-            f"linear model on frozen features at {size} px{joined}",
-            head,
-            shared=features,
-        ),
-        Member([*frozen, "seed=0"], f"MLP on the same frozen features{joined}", head, shared=features),
-    ]
+    members = frozen_heads(frozen, comp.task, f"frozen features at {size} px{joined}", head, features)
     if comp.task != "regression":  # no network at all: another view of the images, cheap below ~20k of them
         only_pixels = ["data.feature_cols=[]"] if has_tab else []
         why = "RBF SVM on the images' own grey levels at 28 px: no ImageNet features, other errors"
