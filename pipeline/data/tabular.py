@@ -81,7 +81,6 @@ class Extra:
     high_card_encoding: str = HighCardinality.NONE
     texts: tuple = ()
     task: str | None = None
-    seed: int = 0
 
 
 def feature_columns(comp, data_cfg, report: bool = True) -> tuple[list[str], list[str], Extra]:
@@ -160,7 +159,7 @@ def _extra_blocks(extra: Extra, scaling: str) -> list[tuple]:
     if high and extra.high_card_encoding != HighCardinality.NONE:
         blocks.append(("count", make_pipeline(CountEncoder(), *_scaler(scaling)), high))
         if extra.high_card_encoding == HighCardinality.TARGET:
-            blocks.append(("target", make_pipeline(target_encoder(extra.task, extra.seed), StandardScaler()), high))
+            blocks.append(("target", make_pipeline(target_encoder(extra.task), StandardScaler()), high))
     if extra.texts:
         blocks.append(("text", make_pipeline(TextStats(), *_scaler(scaling)), list(extra.texts)))
     return blocks
