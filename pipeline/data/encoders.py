@@ -64,9 +64,9 @@ class TextStats(TransformerMixin, BaseEstimator):
         return self
 
     def transform(self, X) -> np.ndarray:
-        out = []
-        for c in pd.DataFrame(X).columns:
-            s = pd.DataFrame(X)[c].fillna("").astype(str)
+        X, out = pd.DataFrame(X), []
+        for c in X.columns:
+            s = X[c].fillna("").astype(str)
             n = s.str.len().to_numpy(np.float64)
             per_char = np.maximum(n, 1)
             out += [

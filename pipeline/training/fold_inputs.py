@@ -80,9 +80,12 @@ def fit_tabular(comp: Competition, data_cfg, train_rows: np.ndarray) -> Tabular:
     tick = time.time()
     test = tab.transform(comp.test)
     seconds = time.time() - tick
-    train = tab.transform(comp.train)
-    if tab.cross_fitted:
-        train[train_rows] = fitted_rows
+    if tab.cross_fitted:  # the training rows as fit_transform gave them, the others transformed
+        train = np.empty((len(comp.train), fitted_rows.shape[1]), np.float32)
+        rest = np.setdiff1d(np.arange(len(comp.train)), train_rows)
+        train[train_rows], train[rest] = fitted_rows, tab.transform(comp.train.iloc[rest])
+    else:
+        train = tab.transform(comp.train)
     return Tabular(tab, train, test, len(tab.names), seconds)
 
 

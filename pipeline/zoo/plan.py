@@ -122,7 +122,7 @@ def tabular_members(comp: Competition, mixed: bool) -> list[Member]:
     k, gbm, mlp = len(comp.train) / 1000, COST["gbm"], COST["tabular_mlp"]
     cats = any(not pd.api.types.is_numeric_dtype(comp.train[c]) for c in comp.feature_cols)
     stats = ["data.text_stats=true"] if comp.text_col else []
-    view = [*stats, *(["data.high_card_encoding=target"] if high_cardinality(comp) else [])]
+    view = table_view(comp)
     core = [
         Member(["model=tabular_lgbm", *view, "seed=0"], "LightGBM, early-stopped per fold: a strong default", k * gbm),
         Member(
@@ -190,15 +190,15 @@ def text_members(comp: Competition, gpu: bool, has_tab: bool) -> list[Member]:
     tune = ["model=text_finetune", "trainer.max_epochs=2", "trainer.batch_size=32", "data.max_length=64", *only_text]
     first = Member([*tune, "seed=0"], "MiniLM finetuned end to end at 1/10 LR", finetune, 1)
     if has_tab:  # late fusion: the pooled text embedding and the tabular features side by side into one MLP head
-        fusion = [o for o in tune if o not in only_text] + fusion_view(comp)
+        fusion = [o for o in tune if o not in only_text] + table_view(comp)
         why = "MiniLM finetuned at 1/10 LR jointly with an MLP over the tabular features (late fusion)"
         first = Member([*fusion, "seed=0"], why, finetune, 1)
     return [*members, first, Member([*tune, "seed=1"], "a finetune seed on the text alone", finetune, 2)]
 
 
-def fusion_view(comp: Competition) -> list[str]:
-    """The tabular features as a network reads them beside a backbone: text statistics, target-encoded many-level
-    categoricals."""
+def table_view(comp: Competition) -> list[str]:
+    """The table as the joined, fusion and most tabular members read it: with the text columns' statistics and the
+    many-level categoricals target-encoded."""
     stats = ["data.text_stats=true"] if comp.text_col else []
     return stats + (["data.high_card_encoding=target"] if high_cardinality(comp) else [])
 
@@ -207,7 +207,7 @@ def joined_members(comp: Competition) -> list[Member]:
     """TF-IDF n-grams side by side with the tabular features (their text statistics and date parts included,
     many-level categoricals target-encoded): a word and a column in one model, linear and in trees."""
     k = len(comp.train) / 1000
-    view = ["data.text_stats=true", *(["data.high_card_encoding=target"] if high_cardinality(comp) else [])]
+    view = table_view(comp)
     linear = "model=text_tfidf" if comp.task == "regression" else "model=text_nb"
     return [
         Member(
@@ -271,7 +271,7 @@ def image_members(comp: Competition, gpu: bool, has_tab: bool, backbone: str, bu
         members.append(Member([*pix, "seed=0", *only_pixels], why, pixels))
     first = Member([*tune, "seed=0"], f"finetuned end to end at {px} px, backbone at 1/10 LR", cost)
     if has_tab:  # late fusion: the pooled image features and the tabular features into one MLP head
-        fusion = [o for o in tune if o != "data.feature_cols=[]"] + fusion_view(comp)
+        fusion = [o for o in tune if o != "data.feature_cols=[]"] + table_view(comp)
         first = Member([*fusion, "seed=0"], f"finetuned at {px} px jointly with an MLP over the table (fusion)", cost)
     return members + [
         first,
