@@ -22,6 +22,8 @@ LAZY = {
     ("pipeline.prepare", "pipeline.data.demos"): "the demo exporters load only when a demo's files are missing",
     ("pipeline.schema", "pipeline.data.demos"): "every command line is checked; the demos load only if data.demo is",
     ("pipeline.schema", "pipeline.metrics"): "every command line is checked; sklearn loads only if data.metric is",
+    ("pipeline.training.job", "pipeline.training.loop"): "Lightning (and the torchmetrics, torchvision and "
+    "transformers it imports) loads only for torch heads; an sklearn head's job starts without them",
     ("pipeline.search", "pipeline.prepare"): "every ensemble run imports search (beyond_best); the data stage is "
     "needed only when an Optuna study starts",
 }

@@ -8,10 +8,11 @@ import copy
 import hashlib
 import json
 import logging
+import os
+import random
 import re
 import time
 
-import lightning as L
 import numpy as np
 import pandas as pd
 import torch
@@ -30,9 +31,8 @@ from pipeline.choices import (
 )
 from pipeline.models.backbones import build_backbone
 from pipeline.prepare import Prepared
-from pipeline.training.estimators import estimator_spec, estimator_target
+from pipeline.training.estimators import estimator_spec, estimator_target, fit_sklearn
 from pipeline.training.fold_inputs import fold_datasets
-from pipeline.training.loop import train_fold
 from pipeline.training.targets import target_transform, to_target
 
 log = logging.getLogger(__name__)
@@ -159,6 +159,26 @@ def fold_rows(folds: np.ndarray) -> list[tuple[int, dict]]:
     ]
 
 
+def seed_everything(seed: int) -> None:
+    """Lightning's `seed_everything(seed, workers=True)`, without importing Lightning: the seeds of Python, numpy and
+    torch, and the variables that seed its data-loader workers."""
+    os.environ["PL_GLOBAL_SEED"] = str(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    os.environ["PL_SEED_WORKERS"] = "1"
+
+
+def fit_fold(cfg, comp, backbone, inputs, k: int, path, y_scale: tuple[float, float]) -> dict:
+    """One fold's fit: an sklearn head directly, a torch head through Lightning, imported only then (it imports
+    torchmetrics, torchvision and transformers: most of a tabular job's start-up)."""
+    if cfg.model.head.type == HeadType.SKLEARN:
+        return fit_sklearn(cfg, comp, inputs.datasets, time.time())
+    from pipeline.training.loop import train_fold
+
+    return train_fold(cfg, comp, backbone, inputs.datasets, inputs.in_dim, k, path, y_scale)
+
+
 def run_folds(cfg, prep: Prepared, folder: ModelFolder) -> list[tuple[int, dict, dict]]:
     """Train (or reload) every fold; returns (k, rows, result) per fold."""
     comp, out, shared = prep.comp, [], None
@@ -170,14 +190,14 @@ def run_folds(cfg, prep: Prepared, folder: ModelFolder) -> list[tuple[int, dict,
         if res is not None:
             log.info("fold %d: done earlier (%s), reusing", k, folder.fold(k))
         else:
-            L.seed_everything(cfg.seed * 1000 + k, workers=True, verbose=False)
+            seed_everything(cfg.seed * 1000 + k)
             if trains_backbone or shared is None:  # finetuning starts every fold from the pretrained weights
                 shared = build_backbone(cfg.model.kind, cfg.model.backbone)
             backbone = shared
             inputs = fold_datasets(comp, backbone, cfg, rows, y, prep.out_dir / "cache")
             y_train = y[rows["train"]].astype(float)
             y_scale = (float(y_train.mean()), float(y_train.std() or 1.0)) if comp.task == Task.REGRESSION else (0, 1)
-            res = train_fold(cfg, comp, backbone, inputs.datasets, inputs.in_dim, k, folder.path, y_scale)
+            res = fit_fold(cfg, comp, backbone, inputs, k, folder.path, y_scale)
             res["test_seconds"] += inputs.test_seconds  # the test rows' features count as predicting them
             y_range = (float(y_train.min()), float(y_train.max())) if comp.task == Task.REGRESSION else None
             res |= {p: to_target(res[p], y_range, inverse) for p in ("val", "test")}

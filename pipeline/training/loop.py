@@ -14,12 +14,11 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from pipeline.choices import Finetune, HeadType
+from pipeline.choices import Finetune
 from pipeline.data.contract import Competition
 from pipeline.models.backbones import Backbone
 from pipeline.training.ddp import fit_strategy, unsharded
 from pipeline.training.devices import n_devices, per_device_batch
-from pipeline.training.estimators import fit_sklearn
 from pipeline.training.inference import head_and_loss, predict_loader, predict_net, trainable
 from pipeline.training.loaders import ArrayDataset, array_loader, length_order, loader
 from pipeline.training.module import Net
@@ -71,10 +70,8 @@ def train_fold(
     model_dir: Path,
     y_scale: tuple[float, float],
 ) -> dict:
-    """Fit one fold with Lightning and return its OOF/test predictions, history and best score."""
+    """Fit one fold of a torch head with Lightning and return its OOF/test predictions, history and best score."""
     start = time.time()
-    if cfg.model.head.type == HeadType.SKLEARN:
-        return fit_sklearn(cfg, comp, datasets, start)
     net = build_net(cfg, comp, backbone, in_dim)
     net.y_mean, net.y_std = y_scale
     loaders = make_loaders(cfg, datasets)
