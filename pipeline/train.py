@@ -39,21 +39,22 @@ def job_threads(cfg: DictConfig) -> int | None:
 
 @hydra.main(config_path="conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    # the stage's code (torch, Lightning) loads only when work starts: `--help` answers at once
-    import torch
-
+    # the stage's code loads only when work starts: `--help` answers at once, bad data is refused before torch loads
     from pipeline.prepare import prepare
-    from pipeline.search import TrialScore
-    from pipeline.zoo.plan import Member, default_model
-    from pipeline.zoo.run import compose_member, train_zoo
 
     with user_errors():
+        log.info("preparing data: %s", cfg.name)
+        prep = prepare(cfg)
+        import torch
+
+        from pipeline.search import TrialScore
+        from pipeline.zoo.plan import Member, default_model
+        from pipeline.zoo.run import compose_member, train_zoo
+
         threads = job_threads(cfg)
         if threads:
             torch.set_num_threads(threads)  # parallel jobs share the cores instead of oversubscribing them
             log.info("torch threads: %d", threads)
-        log.info("preparing data: %s", cfg.name)
-        prep = prepare(cfg)
         overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
         if cfg.zoo.auto:  # experiment=auto: members chosen from the competition's views, rows and budget
             members = train_zoo(cfg, prep, overrides, fit)

@@ -261,6 +261,7 @@ def test_ensemble_command_line(capsys: pytest.CaptureFixture, tmp_path: Path, ar
     stops(capsys, lambda: check_command_line("ensemble", argv), (tmp_path,), match)
 
 
+@pytest.mark.slow
 def test_good_command_lines_pass() -> None:
     """The baseline of the cases above: the documented command lines are accepted."""
     for argv in (

@@ -3,6 +3,7 @@
 import os
 import site
 import subprocess
+import sys
 import venv
 from pathlib import Path
 
@@ -57,7 +58,7 @@ def test_bundle_installs_offline_and_predicts_the_same(make_comp, tmp_path):
     weights.unlink()  # the bundle's copy must be the one loaded
 
     env_dir = tmp_path / "venv"
-    venv.create(env_dir, with_pip=True)
+    venv.create(env_dir)  # without pip (ensurepip takes seconds): this environment's pip installs into it
     py = env_dir / "bin" / "python"
     deps = subprocess.run([py, "-c", "import site; print(site.getsitepackages()[0])"], capture_output=True, text=True)
     # this environment's packages stand in for the notebook image's (torch & co. installed, this project not)
@@ -68,9 +69,8 @@ def test_bundle_installs_offline_and_predicts_the_same(make_comp, tmp_path):
             (image / entry.name).symlink_to(entry)
     (Path(deps.stdout.strip()) / "image.pth").write_text(f"{image}\n")
     offline = {**os.environ, "PIP_NO_INDEX": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
-    # the image's setuptools, not ensurepip's older copy (torch asks for setuptools>=77)
-    subprocess.run([py, "-m", "pip", "uninstall", "-q", "-y", "setuptools"], check=True, env=offline)
-    install = [py, "-m", "pip", "install", "-q", "--no-index", "--find-links", dest / "wheels", "pipeline"]
+    install = [sys.executable, "-m", "pip", "--python", py, "install", "-q", "--no-index", "--find-links"]
+    install += [dest / "wheels", "pipeline"]
     subprocess.run(install, check=True, env=offline, cwd=tmp_path)
     predicted = tmp_path / "pred.csv"
     run = [env_dir / "bin" / "pipeline-predict", "name=comp", f"paths.output_dir={dest / 'outputs' / 'comp'}"]

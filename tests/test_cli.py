@@ -27,6 +27,7 @@ def test_entry_points_load_no_heavy_library():
     assert out.stdout.strip() == "[]"
 
 
+@pytest.mark.slow
 def test_predicting_loads_no_training_stack():
     """Predict (the stage's code, the sklearn-API heads' module, and the torch models' `inference.Model`) loads
     neither Lightning nor torchvision, timm or transformers: backbones come with the members that need them, and
@@ -39,6 +40,7 @@ def test_predicting_loads_no_training_stack():
     assert out.stdout.strip() == "[]"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("stage", "key"), [("train", "model.finetune"), ("predict", "predict.test_csv")])
 def test_help_lists_groups_and_main_keys(stage, key):
     out = subprocess.run(

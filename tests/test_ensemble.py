@@ -807,6 +807,7 @@ def test_entry_point_end_to_end(fake: Fake) -> None:
     assert prov["command"].startswith("python -m pipeline.ensemble data=csv")
 
 
+@pytest.mark.slow
 def test_entry_point_bad_input_exits_2_with_one_line(fake: Fake) -> None:
     rng = np.random.default_rng(0)
     good_member(fake, "good", rng)

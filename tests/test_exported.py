@@ -51,6 +51,7 @@ def embeddings(out) -> np.ndarray:
         return np.concatenate([z["train"], z["test"]])
 
 
+@pytest.mark.slow
 def test_onnx_embeddings_are_torchs_within_rounding_and_predict_reads_the_same_export(onnx_member, tmp_path, tiny_bert):
     comp, folder, info = onnx_member
     out = folder.path.parent.parent
@@ -65,6 +66,7 @@ def test_onnx_embeddings_are_torchs_within_rounding_and_predict_reads_the_same_e
     np.testing.assert_allclose(got, expected, atol=1e-7, rtol=0)
 
 
+@pytest.mark.slow
 def test_predict_with_an_export_imports_no_transformers(onnx_member, tmp_path):
     comp, folder, info = onnx_member
     code = (
@@ -99,6 +101,7 @@ def test_a_tokenizer_that_differs_from_transformers_is_not_saved(tiny_bert, tmp_
     assert not (tmp_path / "u.json").exists()
 
 
+@pytest.mark.slow
 def test_predict_exports_a_missing_encoder_again_with_the_same_numbers(onnx_member, tmp_path):
     comp, folder, info = onnx_member
     folder = copy_member(folder, tmp_path / "out")
@@ -130,6 +133,7 @@ def test_embeddings_torch_cached_earlier_are_used_as_they_are(make_comp, tmp_pat
     assert "encoder" not in folder.read_fold_model(0)[0] and not list((tmp_path / "out" / "cache").glob("*.onnx"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["text", "image"])
 def test_export_strays_from_torch_then_is_not_used(tmp_path, kind, monkeypatch, caplog):
     """An export whose outputs differ from torch's beyond rounding (here: the module changed after export)."""

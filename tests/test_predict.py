@@ -75,7 +75,7 @@ def train(make_comp, tmp_path, kind: str, overrides: list[str], assets: dict) ->
     return ModelFolder(prep.out_dir / "models" / metrics["model_id"]), info, comp
 
 
-SLOW = ("text_finetune", "image_finetune", "image_scratch")  # the frozen ones' code paths, plus backbone weights
+SLOW = ("text_finetune", "image_finetune", "image_scratch", "image_frozen_torch_tta")  # fast: one frozen path each
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.slow] * (n in SLOW)) for n in MEMBERS])
@@ -191,6 +191,7 @@ def test_members_fitted_alike_share_their_tabular_features(make_comp, tmp_path, 
     assert len(calls) == 2  # 2 folds, 2 members
 
 
+@pytest.mark.slow
 def test_fold_file_whose_list_leaves_out_default_trusted_types_still_loads(make_comp, tmp_path):
     """Files written where skops trusted every scikit-learn estimator by default list only the other types; a fresh
     process (which imports skops without that default list, and without torch) audits them whole and loads them,

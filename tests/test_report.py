@@ -108,6 +108,7 @@ def zoo(make_comp, make_cfg, tmp_path) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_report_page_sections_and_selection(zoo):
     page = write_report(zoo).read_text()
     for sid in SECTIONS:

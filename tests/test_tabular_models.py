@@ -248,6 +248,7 @@ def house_sales(root: Path, n: int = 1500) -> Path:
     return root / "train.csv"
 
 
+@pytest.mark.slow
 def test_mlp_regression_folds_do_not_diverge(tmp_path):
     """The default MLP (clipped z-scores, no batch norm) keeps every fold within 30 % of the best one, for 2 seeds.
     Measured on this table (3 folds): max/min fold RMSE 1.06-1.07; with the former defaults (plain z-scores, batch

@@ -118,6 +118,7 @@ def overrides_for(comp, out: Path, *extra: str, trials: int = 0) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 def test_auto_zoo_trains_every_view_and_records_it(make_comp, tmp_path):
     comp = make_comp(n_train=60, n_test=12, text=True)
     out = tmp_path / "zoo"
@@ -227,6 +228,7 @@ def timed(fit_, clock: Clock, seconds: dict[str, float]):
     return fit_timed
 
 
+@pytest.mark.slow
 def test_extra_seeds_stop_once_they_add_nothing(make_comp, tmp_path, monkeypatch):
     """fill buys more seeds of a family only while its last seed improved the family's average by more than one
     standard error over the folds: copies of one model get none, independent noisy seeds get them."""
@@ -243,6 +245,7 @@ def test_extra_seeds_stop_once_they_add_nothing(make_comp, tmp_path, monkeypatch
     assert list(stopped) == ["model=tabular"] and stopped["model=tabular"]["gain"] == 0
 
 
+@pytest.mark.slow
 def test_a_shared_embedding_pass_counts_until_a_member_has_paid_for_it(make_comp, tmp_path):
     """The frozen heads share one embedding pass: while none of them has trained, each is estimated with it, so a
     budget too small for the pass skips them all (the MLP head alone looked cheap and overran a 33 s budget by
@@ -299,6 +302,7 @@ def test_a_misestimated_member_corrects_the_estimates_of_its_kind(make_comp, tmp
         (2, 15, "plan exhausted", "2 trials of model=tabular_lgbm"),
     ],
 )
+@pytest.mark.slow
 def test_search_trials_are_members_and_the_zoo_says_why_it_stopped(
     make_comp, tmp_path, monkeypatch, trials, budget, reason, search
 ):

@@ -10,7 +10,6 @@ from pathlib import Path
 import hydra
 import numpy as np
 import pandas as pd
-import torch
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
@@ -106,6 +105,9 @@ class Zoo:
     def __init__(
         self, cfg: DictConfig, prep: Prepared, overrides: list[str], fit: Callable, clock: Callable = time.time
     ):
+        import torch  # here, not at the top: Hydra imports this module for its callback before a command line's
+        # data is checked, and a refused one should not wait for torch
+
         self.cfg, self.prep, self.overrides, self.fit, self.clock = cfg, prep, overrides, fit, clock
         self.start, self.budget = clock(), float(cfg.zoo.budget_minutes) * 60
         self.members: list[Member] = []
