@@ -17,6 +17,7 @@ It learns from half a fold instead of all but one fold, so it leans towards leve
 """
 
 import copy
+import logging
 
 import numpy as np
 import pandas as pd
@@ -27,6 +28,7 @@ from pipeline.ensembling.stacking import Stacking
 from pipeline.ensembling.weighted import Weighted, caruana
 from pipeline.metrics import Metric
 
+log = logging.getLogger(__name__)
 GUARD_PARTS = 2  # the guard's holdout: half of each fold; level 2 is cross-fitted over halves of the other half
 
 
@@ -71,9 +73,10 @@ class Level2(Method):
         keep_level1: bool = True,
         guard: bool = True,
         seed: int = 0,
+        inner_folds: int = 5,
     ):
         self.members, self.metric, self.iterations, self.patience = members, metric, iterations, patience
-        self.keep_level1, self.guard, self.seed = keep_level1, guard, seed
+        self.keep_level1, self.guard, self.seed, self.inner_folds = keep_level1, guard, seed, inner_folds
 
     @property
     def features(self) -> tuple[list[str], list[str]]:
@@ -81,9 +84,10 @@ class Level2(Method):
         return next(iter(self.members.values())).features
 
     def fit(self, P: np.ndarray, y: np.ndarray, X: pd.DataFrame | None = None, folds=None) -> "Level2":
-        folds = np.zeros(P.shape[1], int) if folds is None else np.asarray(folds)
+        if folds is None or len(np.unique(folds)) < 2:  # rows of one fold (2-fold CV, nested): split them
+            folds = np.random.default_rng(self.seed).permutation(P.shape[1]) % self.inner_folds
         self.guard_ = within_fold_gain(self, P, y, X, folds) if self.guard else None
-        self.levels_ = 1 if self.guard_ is not None and self.guard_["gain"] <= 0 else 2
+        self.levels_ = 2 if self.guard_ is None or (self.guard_["gain"] or 0) > 0 else 1
         Q, self.bags_ = cross_fit(list(self.members.values()), P, y, X, folds) if self.levels_ == 2 else (None, [])
         self.weights_, self.trajectory_ = caruana(self._final(P, Q), y, self.metric, self.iterations, self.patience)
         return self
@@ -119,26 +123,34 @@ class Level2(Method):
         }
 
 
+def _fold_gain(unguarded: Level2, level1: Weighted, P: np.ndarray, y: np.ndarray, X, rows: np.ndarray, rng) -> float:
+    """Within one fold's `rows`: level 2's gain over level 1 alone, each fitted on one half, predicting the other."""
+    half = rng.permutation(len(rows)) % GUARD_PARTS
+    two, one = np.empty((2, len(rows), P.shape[2]), np.float32)
+    for h in range(GUARD_PARTS):
+        fit, val = rows[half != h], rows[half == h]
+        inner = rng.permutation(len(fit)) % GUARD_PARTS  # level 2's own cross-fitting inside the fitted half
+        two[half == h] = unguarded.fit(P[:, fit], y[fit], _rows(X, fit), inner).predict(P[:, val], _rows(X, val))
+        one[half == h] = level1.fit(P[:, fit], y[fit]).predict(P[:, val])
+    metric = unguarded.metric
+    diff = metric(y[rows], metric_input(two)) - metric(y[rows], metric_input(one))
+    return diff if metric.greater_is_better else -diff
+
+
 def within_fold_gain(method: Level2, P: np.ndarray, y: np.ndarray, X, folds: np.ndarray) -> dict:
-    """Level 2's gain over level 1 alone where no level-1 model saw a label: within each fold, both are fitted on
-    one half and predict the other. The mean over folds (positive: level 2 better), its standard error, per fold."""
+    """Level 2's gain over level 1 alone where no level-1 model saw a label (within folds): the mean over folds
+    (positive: level 2 better; None: level 2 could not be fitted on so few rows), its standard error, per fold."""
     rng = np.random.default_rng(method.seed)
-    unguarded = copy.copy(method)  # fitted in place below: `method` keeps its own attributes
+    unguarded = copy.copy(method)  # fitted in place: `method` keeps its own attributes
     unguarded.guard = False
     level1 = Weighted(method.metric, "caruana", method.iterations, method.patience)
-    sign = 1 if method.metric.greater_is_better else -1
-    gains = []
-    for k in np.unique(folds):
-        rows = np.flatnonzero(folds == k)
-        half = rng.permutation(len(rows)) % GUARD_PARTS
-        two, one = np.empty((2, len(rows), P.shape[2]), np.float32)
-        for h in range(GUARD_PARTS):
-            fit, val = rows[half != h], rows[half == h]
-            inner = rng.permutation(len(fit)) % GUARD_PARTS  # level 2's own cross-fitting inside the fitted half
-            two[half == h] = unguarded.fit(P[:, fit], y[fit], _rows(X, fit), inner).predict(P[:, val], _rows(X, val))
-            one[half == h] = level1.fit(P[:, fit], y[fit]).predict(P[:, val])
-        score = [method.metric(y[rows], metric_input(p)) for p in (two, one)]
-        gains.append(sign * (score[0] - score[1]))
-    d = np.array(gains)
+    try:
+        d = np.array(
+            [_fold_gain(unguarded, level1, P, y, X, np.flatnonzero(folds == k), rng) for k in np.unique(folds)]
+        )
+    except ValueError as e:  # e.g. early stopping's stratified split of a class that has one row in a quarter fold
+        reason = str(e).splitlines()[0]
+        log.warning("level 2 could not be fitted on half a fold (%s): level 1 alone is kept", reason)
+        return {"gain": None, "error": reason}
     se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else None
     return {"gain": float(d.mean()), "se": se, "per_fold": d.round(6).tolist()}

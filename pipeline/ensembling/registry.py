@@ -30,7 +30,9 @@ def _level2(cfg: DictConfig, ctx: Context, stack: Stack) -> Level2:
         for name, spec in specs.items()
     }
     w, keep, guard = cfg.weighted, bool(cfg.level2.keep_level1), bool(cfg.level2.guard)
-    return Level2(members, ctx.metric, int(w.iterations), int(w.patience), keep, guard, int(cfg.seed))
+    return Level2(
+        members, ctx.metric, int(w.iterations), int(w.patience), keep, guard, int(cfg.seed), int(cfg.inner_folds)
+    )
 
 
 def _build(name: str, cfg: DictConfig, ctx: Context, stack: Stack) -> Method:
