@@ -194,3 +194,21 @@ def test_bad_settings_are_one_line_user_errors(tmp_path: Path, overrides: list[s
 def test_bad_settings_on_the_command_line(argv: list[str], match: str) -> None:
     with pytest.raises(UserError, match=match):
         check_command_line("ensemble", argv)
+
+
+def test_a_level2_member_that_cannot_fit_half_a_fold_keeps_level1(tmp_path: Path, caplog) -> None:
+    """Early stopping's stratified split needs two rows of every class: with 3 rows of class 2 in all, half a fold
+    holds at most one, the guard cannot fit level 2 there and keeps level 1, with a warning instead of a traceback."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    y = np.resize([0, 1], 300)
+    y[[5, 150, 250]] = 2
+    fake = make_fake(tmp_path, task="multiclass", n=300, n_test=10)
+    fake.y[:] = y
+    rng = np.random.default_rng(0)
+    fake.member("m", rng.dirichlet((1, 1, 1), 300).round(6), rng.dirichlet((1, 1, 1), 10).round(6))
+    _, ctx, stack = load(fake)
+    gbm = HistGradientBoostingClassifier(max_iter=5, early_stopping=True, random_state=0)
+    method = Level2({"gbm": Stacking(gbm)}, ctx.metric).fit(stack.oof, y, folds=stack.folds)
+    assert method.levels_ == 1 and method.guard_["gain"] is None and "level 1 alone is kept" in caplog.text
+    assert "least populated class" in method.guard_["error"]
