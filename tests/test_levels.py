@@ -61,6 +61,20 @@ def test_hillclimb_without_negative_weights_stays_on_the_simplex(tmp_path: Path)
     assert method.grid().tolist() == pytest.approx(np.arange(1, 11) * 0.05)
 
 
+def test_saved_hillclimb_predicts_its_test_predictions(tmp_path: Path) -> None:
+    """ensemble.skops round trip (what `make predict` applies after the members): the same test predictions."""
+    from pipeline.ensembling.saved import apply_ensemble, load_ensemble, save_ensemble
+
+    fake = make_fake(tmp_path, task="regression", n=300, n_test=50)
+    shared_noise(fake)
+    cfg, ctx, stack = load(fake, "ensemble.method=hillclimb")
+    entry = evaluate_method(build_methods(cfg.ensemble, ctx, stack)[0], stack, ctx.metric)
+    save_ensemble(tmp_path, entry.name, entry.method, stack.names)
+    saved = load_ensemble(tmp_path)
+    np.testing.assert_array_equal(apply_ensemble(saved, stack.test, pd.DataFrame()), entry.test_pred)
+    assert (saved["method"].weights_ < 0).any()
+
+
 def test_hillclimb_probabilities_stay_probabilities(tmp_path: Path) -> None:
     """A negative weight can push a blend of probabilities outside [0, 1]: the output is clipped and renormalized."""
     fake = make_fake(tmp_path, task="multiclass", n=300, n_test=100)
