@@ -185,7 +185,9 @@ class EnsembleMethod(StrEnum):
     GEOMETRIC = "geometric"
     VOTE = "vote"
     WEIGHTED = "weighted"
+    HILLCLIMB = "hillclimb"
     STACKING = "stacking"
+    LEVEL2 = "level2"
 
 
 class Select(StrEnum):

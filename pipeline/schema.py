@@ -82,17 +82,25 @@ def integer(lo: int | None = None, hi: int | None = None, nullable: bool = False
     return check
 
 
-def number(gt: float | None = None, ge: float | None = None, lt: float | None = None, nullable: bool = False) -> Check:
+def number(
+    gt: float | None = None,
+    ge: float | None = None,
+    lt: float | None = None,
+    le: float | None = None,
+    nullable: bool = False,
+) -> Check:
     def check(v: Any) -> str | None:
         if v is None and nullable:
             return None
         ok = isinstance(v, int | float) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
-        if ok and (gt is None or v > gt) and (ge is None or v >= ge) and (lt is None or v < lt):
+        within = (gt is None or v > gt) and (ge is None or v >= ge) and (lt is None or v < lt)
+        if ok and within and (le is None or v <= le):
             return None
         bounds = [
             f"> {gt}" if gt is not None else "",
             f">= {ge}" if ge is not None else "",
             f"< {lt}" if lt is not None else "",
+            f"<= {le}" if le is not None else "",
         ]
         return f"a finite number {' and '.join(b for b in bounds if b)}{' or null' if nullable else ''}".rstrip()
 
@@ -248,6 +256,13 @@ ENSEMBLE = {
     "ensemble.weighted.patience": integer(lo=1),
     "ensemble.stacking.passthrough": boolean,
     "ensemble.stacking.logit": boolean,
+    "ensemble.hillclimb.step": number(gt=0, le=0.5),
+    "ensemble.hillclimb.negative": boolean,
+    "ensemble.hillclimb.max_steps": integer(lo=1),
+    "ensemble.levels": integer(lo=1, hi=2),
+    "ensemble.level2.passthrough": boolean,
+    "ensemble.level2.keep_level1": boolean,
+    "ensemble.level2.guard": boolean,
 }
 EXAMPLES = {"seed": "0", "name": "my_competition", "data.train_csv": "data/comp/train.csv", "data.target": "label"}
 

@@ -118,7 +118,16 @@ def test_fold_model_with_foreign_types_is_refused(make_comp, tmp_path, listed):
         predict_member(folder, info, comp.test)
 
 
-@pytest.mark.parametrize("method", [pytest.param("stacking", marks=pytest.mark.slow), "weighted", "rank", "auto"])
+# level2 without its guard, which on 60 rows could keep level 1 alone: predict must apply both levels (20 boosting
+# rounds: enough trees to check, a second less)
+ENSEMBLES = {
+    "level2": ["ensemble.method=level2", "ensemble.level2.guard=false", "ensemble.level2.classifiers.gbm.max_iter=20"]
+}
+
+
+@pytest.mark.parametrize(
+    "method", [pytest.param("stacking", marks=pytest.mark.slow), "weighted", "rank", "auto", "level2"]
+)
 def test_predict_a_shuffled_half_equals_the_ensembles_submission(make_comp, tmp_path, capsys, method):
     """train -> ensemble -> predict on a shuffled half of the test rows: the same rows as submission.csv."""
     comp = make_comp(n_train=60, n_test=20)
@@ -128,7 +137,10 @@ def test_predict_a_shuffled_half_equals_the_ensembles_submission(make_comp, tmp_
     for model in ("tabular_lgbm", "tabular", "tabular_hgb"):
         cfg = comp_cfg(comp, *FAST, f"model={model}", out_dir=out)
         train_job(cfg, prepare(cfg))
-    ensemble.main(build_cfg(*data, f"ensemble.method={method}", "data.metric=logloss", entry="ensemble"))
+    chosen = ENSEMBLES.get(method, [f"ensemble.method={method}"])
+    ensemble.main(build_cfg(*data, *chosen, "data.metric=logloss", entry="ensemble"))
+    if method == "level2":
+        assert load_ensemble(out)["method"].levels_ == 2
     expected = pd.read_csv(out / "submission.csv").set_index("id")
     half = comp.test.sample(frac=0.5, random_state=3)
     half.to_csv(tmp_path / "half.csv", index=False)

@@ -354,7 +354,7 @@ def add_features(stack: Stack, ctx: Context) -> tuple[list[str], list[str]]:
     """
     cols = list(ctx.info.feature_cols)
     if not cols:
-        log.warning("ensemble.stacking.passthrough=true but the competition has no tabular features: ignored")
+        log.warning("passthrough=true (stacking or level2) but the competition has no tabular features: ignored")
         return [], []
     train = _read_csv(Path(ctx.info.train_csv), "data.train_csv", tuple(cols))[cols]
     train = train[ctx.validated].reset_index(drop=True)

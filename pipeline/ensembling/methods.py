@@ -47,6 +47,7 @@ class Method(ABC):
     name = ""
     tasks: tuple[str, ...] = ALL_TASKS
     learns = False
+    needs_folds = False  # True: `fit` also takes `folds=` (each row's fold), to cross-fit on the same folds
 
     def fit(self, P: np.ndarray, y: np.ndarray, X: pd.DataFrame | None = None) -> "Method":
         """Learn from the members' predictions `P` of rows with target `y` (nothing, for most methods)."""

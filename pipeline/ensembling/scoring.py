@@ -65,7 +65,8 @@ def _rows(X: pd.DataFrame | None, mask: np.ndarray) -> pd.DataFrame | None:
 
 def _fit_predict(method: Method, stack: Stack, train: np.ndarray | slice, P: np.ndarray, X) -> tuple:
     """A copy of `method` fitted on the `train` rows' OOF predictions, and its prediction of `P`."""
-    fitted = copy.deepcopy(method).fit(stack.oof[:, train], stack.y[train], _rows(stack.X, train))
+    folds = {"folds": stack.folds[train]} if method.needs_folds else {}
+    fitted = copy.deepcopy(method).fit(stack.oof[:, train], stack.y[train], _rows(stack.X, train), **folds)
     return fitted, fitted.predict(P, X)
 
 

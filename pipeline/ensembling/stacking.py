@@ -25,14 +25,20 @@ LOGIT_CLIP = 1e-6  # log-odds of 1e-6 = -13.8: keeps a member's 0/1 outputs from
 def meta_learner(cfg: DictConfig, task: str) -> BaseEstimator:
     """Build `ensemble.stacking.classifier` (or `.regressor`) from its `_target_`; check it fits the task."""
     key = "regressor" if task == "regression" else "classifier"
+    return estimator(cfg[key], f"ensemble.stacking.{key}", task)
+
+
+def estimator(spec: DictConfig, key: str, task: str) -> BaseEstimator:
+    """The sklearn estimator the config `key` holds (`spec`, with its `_target_`), checked to fit the task."""
     try:
-        est = instantiate(cfg[key])
+        est = instantiate(spec)
     except InstantiationException as e:
-        raise UserError(f"ensemble.stacking.{key} could not be built: {str(e).splitlines()[0]}") from e
-    fits = is_regressor(est) if key == "regressor" else is_classifier(est) and hasattr(est, "predict_proba")
+        raise UserError(f"{key} could not be built: {str(e).splitlines()[0]}") from e
+    regression = task == "regression"
+    fits = is_regressor(est) if regression else is_classifier(est) and hasattr(est, "predict_proba")
     if not fits:
-        want = "a regressor" if key == "regressor" else "a classifier with predict_proba"
-        raise UserError(f"ensemble.stacking.{key} must be {want} (an sklearn estimator); got {type(est).__name__}")
+        want = "a regressor" if regression else "a classifier with predict_proba"
+        raise UserError(f"{key} must be {want} (an sklearn estimator); got {type(est).__name__}")
     return est
 
 
