@@ -7,9 +7,12 @@ import pytest
 import torch
 from conftest import comp_cfg
 
-from pipeline.artifacts import CompetitionInfo, ModelFolder
+from pipeline.artifacts import CompetitionInfo, ModelFolder, load_torch
+from pipeline.errors import UserError
 from pipeline.prepare import prepare
-from pipeline.training.job import train_job
+from pipeline.training.estimators import fit_sklearn
+from pipeline.training.fold_inputs import fold_datasets
+from pipeline.training.job import fold_rows, resolved, train_job
 from pipeline.training.predictor import predict_member
 
 TINY = {  # a few epochs of small networks: each member trains in about a second
@@ -51,3 +54,32 @@ def test_member_reproduces_its_test_predictions(make_comp, tmp_path, preset, lab
     expected = pd.read_csv(folder.test).drop(columns="id").to_numpy()
     pred = predict_member(folder, info, comp.test)
     np.testing.assert_allclose(pred.reshape(expected.shape), expected, atol=1e-6, rtol=1e-6)
+
+
+def test_tabm_learns_from_the_folds_training_rows_on_the_jobs_device(make_comp, tmp_path):
+    """The fold's validation rows go to fit as X_val/y_val, so TabM trains on all of the fold's training rows (its
+    target mean is theirs; without them it would split 20 % off for early stopping), on the CPU, on 1 thread."""
+    comp = make_comp(n_train=80, n_test=20, labels=tuple(np.linspace(1.0, 50.0, 40)))
+    cfg = resolved(comp_cfg(comp, *FAST, "model=tabular_tabm", *TINY["tabular_tabm"], out_dir=tmp_path))
+    prep = prepare(cfg)
+    _, rows = fold_rows(prep.folds)[0]
+    datasets = fold_datasets(prep.comp, None, cfg, rows, prep.comp.y, prep.out_dir / "cache").datasets
+    est = fit_sklearn(cfg, prep.comp, datasets, 0.0)["model"]
+    assert est.cv_alg_interface_.sub_split_interfaces[0].y_mean_ == pytest.approx(prep.comp.y[rows["train"]].mean())
+    assert (est.device, est.n_threads) == ("cpu", 1)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "pytabkit.models.utils.deserialize",
+        "os.system",
+        "torch.load",
+        "builtins.eval",
+        "pytabkit.models.utils.serialize",
+    ],
+)
+def test_a_torch_fold_file_naming_an_untrusted_global_is_refused(tmp_path, name):
+    """A forged type list cannot make torch's weights-only unpickler call a function that reads or writes files."""
+    with pytest.raises(UserError, match="outside the trusted libraries"):
+        load_torch(tmp_path / "fold0.estimator.pt", ["torch.nn.modules.linear.Linear", name])
