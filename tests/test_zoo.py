@@ -52,7 +52,7 @@ def test_tabular_plan_mixes_libraries_and_encodings(make_comp, make_cfg):
 
 
 def test_tabular_plan_adds_learners_that_err_elsewhere(make_comp, make_cfg, monkeypatch):
-    """Forests, kNN, shallow and deep LightGBM and RealMLP after the core (tier 1); TabM, ~450x LightGBM's cost on a
+    """Forests, kNN, shallow and deep LightGBM and RealMLP after the core (tier 1); TabM, 500x LightGBM's cost on a
     CPU, in tier 2 there and tier 1 on a GPU; kNN not above KNN_MAX_ROWS."""
     comp = prepare(make_cfg(make_comp())).comp
     others = ["model=tabular_" + p for p in ("lgbm_shallow", "lgbm_deep", "rf", "et", "knn", "realmlp", "tabm")]
