@@ -116,6 +116,7 @@ class CompetitionInfo:
 #   folds/fold<k>.skops what the fold needs to predict new rows: fitted preprocessing (tabular transformer, TF-IDF,
 #                  image statistics, target scaling) and a fitted estimator, in skops format with library versions
 #   folds/fold<k>.pt    a torch model's weights (head, and the backbone when it was finetuned)
+#   folds/fold<k>.estimator.pt  an estimator that holds torch modules (pytabkit's), which skops cannot write
 #   oof.csv        id column, then one probability column per class (class names as headers) or `prediction`;
 #                  each training row predicted by the fold model that never saw it
 #   test.csv       the same columns for the test rows, averaged over the fold models
@@ -181,6 +182,10 @@ class ModelFolder:
             import torch  # heavy: only where a model is written
 
             atomic_write(self.fold(k).with_suffix(".pt"), lambda tmp: torch.save(weights, tmp))
+        est = state.get("estimator")
+        if type(est).__module__.startswith(TORCH_ESTIMATORS):
+            types = dump_torch(est, self.fold(k).with_suffix(".estimator.pt"))
+            state = state | {"estimator": None, "estimator_types": types}
         dump_safe(state, self.fold(k).with_suffix(".skops"))
 
     def read_fold_model(self, k: int) -> tuple[dict, dict | None]:
@@ -190,6 +195,8 @@ class ModelFolder:
             raise UserError(f"{path} not found: {self.name} was trained before fold models were saved; retrain it")
         state = load_safe(path)
         check_versions(state["versions"], path)
+        if state.get("estimator_types"):
+            state["estimator"] = load_torch(self.fold(k).with_suffix(".estimator.pt"), state["estimator_types"])
         pt = self.fold(k).with_suffix(".pt")
         if not pt.is_file():
             return state, None
@@ -226,7 +233,7 @@ class ModelFolder:
 
 # -- Fitted objects in a safe format: skops (no arbitrary code runs on load), with the library versions --------------
 FORMAT = 1  # of the fold model and ensemble files; bump when their layout changes
-LIBRARIES = ("pipeline", "scikit-learn", "lightgbm", "xgboost", "catboost", "torch", "timm", "transformers")
+LIBRARIES = ("pipeline", "scikit-learn", "lightgbm", "xgboost", "catboost", "pytabkit", "torch", "timm", "transformers")
 TRUSTED = ("pipeline.", "sklearn.", "numpy.", "scipy.", "lightgbm.", "xgboost.", "catboost.", "collections.")
 
 
@@ -310,6 +317,72 @@ def dump_safe(obj: dict, path: Path) -> Path:
     with zipfile.ZipFile(data, "a") as z:
         z.writestr(TYPES, json.dumps(types))
     return atomic_write(path, lambda tmp: tmp.write_bytes(data.getvalue()))
+
+
+# Estimators holding torch modules: written by torch.save, read by torch's weights-only unpickler, which builds only
+# the types the fold's state lists (`dump_torch` records them). Each must be a class of the trusted libraries or the
+# few functions a fitted network holds (activations, schedules, losses): never a function that reads a file (pytabkit's
+# own `utils.deserialize` unpickles one), so a forged file cannot run code.
+TORCH_ESTIMATORS = ("pytabkit.",)
+TORCH_CLASSES = TRUSTED + ("pytabkit.", "torch.nn.", "torch.Size", "torch.Tensor", "torch.device", "torch.dtype")
+TORCH_CLASSES += ("torch._C._VariableFunctionsClass", "pandas.DataFrame", "lightning.fabric.utilities.data.")
+TORCH_FUNCTIONS = ("pytabkit.models.nn_models.", "pytabkit.models.training.", "numpy._core.multiarray.")
+TORCH_FUNCTIONS += ("builtins.getattr", "builtins.slice", "functools.partial")
+
+
+def dump_torch(obj, path: Path) -> list[str]:
+    """`obj` as a torch file, atomically; returns the types and functions `load_torch` must build it with."""
+    import pickle
+    import types
+
+    import torch
+
+    seen = set()
+
+    class Recorder(pickle.Pickler):
+        def reducer_override(self, o):  # every object pickled, but classes and functions (those are globals)
+            if not isinstance(o, type | types.FunctionType | types.BuiltinFunctionType):
+                seen.add(f"{type(o).__module__}.{type(o).__qualname__}")
+            return NotImplemented
+
+    buf = io.BytesIO()
+    torch.save(obj, buf, pickle_module=types.SimpleNamespace(Pickler=Recorder, __name__="pickle"))
+    buf.seek(0)
+    names = sorted(seen | set(torch.serialization.get_unsafe_globals_in_checkpoint(buf)))
+    _torch_globals(names, path)  # refused now rather than when predicting
+    atomic_write(path, lambda tmp: tmp.write_bytes(buf.getvalue()))
+    return names
+
+
+def load_torch(path: Path, names: list[str]):
+    """A `dump_torch` file, building nothing but `names` (each checked)."""
+    import torch
+
+    with torch.serialization.safe_globals(_torch_globals(names, path)):
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _torch_globals(names: list[str], path: Path) -> list:
+    """The objects `names` stand for, refused in one line unless every one is trusted (checked before importing)."""
+    found = {n: _resolve(n) for n in names if n.startswith(TORCH_CLASSES + TORCH_FUNCTIONS)}
+    foreign = [n for n in names if n not in found or not (isinstance(found[n], type) or n.startswith(TORCH_FUNCTIONS))]
+    if foreign:
+        raise UserError(f"{path} holds types outside the trusted libraries ({', '.join(foreign[:3])}): not loaded")
+    return list(found.values())
+
+
+def _resolve(name: str):
+    """The class or function a dotted name (module path, then attributes: nested classes) stands for."""
+    import importlib
+
+    parts = name.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        return functools.reduce(getattr, parts[i:], obj)
+    raise UserError(f"{name}: no such module")
 
 
 def model_folder(out_dir: Path, model_id: str) -> ModelFolder:

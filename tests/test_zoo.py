@@ -20,6 +20,7 @@ from pipeline.zoo.plan import Member, default_model, frozen_size, native_size, p
 from pipeline.zoo.run import Zoo, compose_member, fill, train_zoo
 
 ROOT = Path(__file__).resolve().parents[1]
+OTHERS = "tabular_lgbm_,tabular_rf,tabular_et,tabular_knn,tabular_realmlp,tabular_tabm"  # zoo.skip: other_learners
 
 
 def models(members) -> list[str]:
@@ -48,6 +49,18 @@ def test_tabular_plan_mixes_libraries_and_encodings(make_comp, make_cfg):
     assert any("model.categorical_encoding=native" in p for p in planned)  # `cat` is a string column
     assert any("model.head.estimator.subsample=1.0" in p for p in planned)  # XGBoost without row sampling
     assert not any("model=text" in p or "model=image" in p for p in planned)
+
+
+def test_tabular_plan_adds_learners_that_err_elsewhere(make_comp, make_cfg, monkeypatch):
+    """Forests, kNN, shallow and deep LightGBM and RealMLP after the core (tier 1); TabM, 500x LightGBM's cost on a
+    CPU, in tier 2 there and tier 1 on a GPU; kNN not above KNN_MAX_ROWS."""
+    comp = prepare(make_cfg(make_comp())).comp
+    others = ["model=tabular_" + p for p in ("lgbm_shallow", "lgbm_deep", "rf", "et", "knn", "realmlp", "tabm")]
+    for gpu in (False, True):
+        tiers = {m.overrides[0]: m.tier for m in plan(comp, gpu=gpu, tt=[]) if m.overrides[0] in others}
+        assert tiers == dict.fromkeys(others, 1) | {"model=tabular_tabm": 1 if gpu else 2}
+    monkeypatch.setattr("pipeline.zoo.plan.KNN_MAX_ROWS", len(comp.train) - 1)
+    assert "model=tabular_knn" not in {m.overrides[0] for m in plan(comp, gpu=False, tt=[])}
 
 
 def test_mixed_plan_has_each_view_and_a_joined_one(make_comp, make_cfg):
@@ -122,7 +135,7 @@ def overrides_for(comp, out: Path, *extra: str, trials: int = 0) -> list[str]:
 def test_auto_zoo_trains_every_view_and_records_it(make_comp, tmp_path):
     comp = make_comp(n_train=60, n_test=12, text=True)
     out = tmp_path / "zoo"
-    overrides = overrides_for(comp, out, "zoo.skip=[text_finetune,catboost,xgb,native,'seed=1','seed=2']")
+    overrides = overrides_for(comp, out, f"zoo.skip=[text_finetune,catboost,xgb,native,'seed=1','seed=2',{OTHERS}]")
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
         members = train_zoo(cfg, prepare(cfg), overrides, fit)
@@ -146,7 +159,10 @@ def test_new_competition_commands_end_to_end(make_comp, tmp_path):
     comp = make_comp(n_train=60, n_test=20, text=True)
     out = tmp_path / "e2e"
     train = overrides_for(
-        comp, out, "zoo.skip=[text_finetune,catboost,xgb,native,'seed=1','seed=2']", "hydra.sweep.dir=" + str(tmp_path)
+        comp,
+        out,
+        f"zoo.skip=[text_finetune,catboost,xgb,native,'seed=1','seed=2',{OTHERS}]",
+        "hydra.sweep.dir=" + str(tmp_path),
     )
     run = [sys.executable, "-m", "pipeline.train", "-m", *train]
     subprocess.run(run, cwd=ROOT, check=True, capture_output=True)
@@ -179,7 +195,7 @@ def test_budget_left_buys_seeds_of_the_best_seeded_families(make_comp, tmp_path,
     monkeypatch.setattr("pipeline.zoo.run.MAX_SEED", 3)  # one extra seed per family keeps the test short
     comp = make_comp(n_train=60, n_test=12)
     out = tmp_path / "fill"
-    overrides = [o for o in overrides_for(comp, out, "zoo.skip=[catboost,xgb,native]") if "text_col" not in o]
+    overrides = [o for o in overrides_for(comp, out, f"zoo.skip=[catboost,xgb,native,{OTHERS}]") if "text_col" not in o]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
         members = train_zoo(cfg, prepare(cfg), overrides, fit)
@@ -235,7 +251,7 @@ def test_extra_seeds_stop_once_they_add_nothing(make_comp, tmp_path, monkeypatch
     monkeypatch.setattr("pipeline.zoo.run.MAX_SEED", 4)
     comp = make_comp(n_train=600, n_test=12)
     out = tmp_path / "stop"
-    overrides = [o for o in overrides_for(comp, out, "zoo.skip=[catboost,xgb,native]") if "text_col" not in o]
+    overrides = [o for o in overrides_for(comp, out, f"zoo.skip=[catboost,xgb,native,{OTHERS}]") if "text_col" not in o]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
         members = train_zoo(cfg, prepare(cfg), overrides, fake_fit({"sklearn": 3.0, "mlp": 0.0}))
@@ -309,7 +325,7 @@ def test_search_trials_are_members_and_the_zoo_says_why_it_stopped(
     monkeypatch.setattr("pipeline.zoo.run.MAX_SEED", 0)  # no extra seeds after the search: its members alone
     comp = make_comp(n_train=600, n_test=12)  # LightGBM estimated at 1.2 s, the MLP 1.8 s: x2.5 and x1.1
     out = tmp_path / "search"
-    skip = "zoo.skip=[catboost,xgb,native,'seed=1','seed=2']"  # the plan: LightGBM and the MLP, one seed each
+    skip = f"zoo.skip=[catboost,xgb,native,'seed=1','seed=2',{OTHERS}]"  # the plan: LightGBM and the MLP, one seed each
     overrides = overrides_for(comp, out, skip, f"zoo.budget_minutes={budget}", trials=trials)
     overrides = [o for o in overrides if "text_col" not in o]
     clock = Clock()

@@ -1,4 +1,4 @@
-"""Heads that are scikit-learn (API) estimators (scikit-learn, LightGBM, XGBoost, CatBoost, ...) on tabular
+"""Heads that are scikit-learn (API) estimators (scikit-learn, LightGBM, XGBoost, CatBoost, pytabkit, ...) on tabular
 features, TF-IDF and/or frozen embeddings: building the estimator a task needs, fitting it on a fold (early-stopped
 on the fold's validation rows) and predicting. Neither Lightning nor the backbones' libraries are imported here, so
 `make predict` of a tabular ensemble does not load them."""
@@ -19,6 +19,7 @@ from threadpoolctl import threadpool_limits
 from pipeline.data.contract import Competition
 from pipeline.data.tabular import categorical_positions, feature_columns
 from pipeline.errors import UserError
+from pipeline.training.devices import uses_gpu
 from pipeline.training.loaders import ArrayDataset
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,8 @@ EARLY_STOPPING = {
     ),
     "catboost": ("early_stopping_rounds", lambda xv, yv: {"eval_set": (xv, yv)}, lambda e: e.get_best_iteration() + 1),
     "sklearn": ("early_stopping", lambda xv, yv: {"X_val": xv, "y_val": yv}, lambda e: e.n_iter_),  # HistGB
+    # RealMLP, TabM: always (no key), else they split 20 % off the training rows; each keeps its best epoch
+    "pytabkit": (None, lambda xv, yv: {"X_val": xv, "y_val": yv}, None),
 }
 
 
@@ -96,6 +99,8 @@ def _stops_early(est) -> bool:
     lib = _library(est)
     if lib not in EARLY_STOPPING or (lib == "sklearn" and "X_val" not in inspect.signature(est.fit).parameters):
         return False
+    if EARLY_STOPPING[lib][0] is None:
+        return True
     value = est.get_params().get(EARLY_STOPPING[lib][0])
     return value is True if lib == "sklearn" else bool(value)  # HistGB's "auto" splits off its own rows
 
@@ -108,6 +113,8 @@ def _native_categoricals(est, cols: list[int], n_features: int) -> dict:
         return {"categorical_feature": cols}
     if lib == "catboost":
         return {"cat_features": cols}
+    if lib == "pytabkit":  # RealMLP one-hot encodes few levels and embeds more; TabM one-hot encodes them
+        return {"cat_indicator": [i in set(cols) for i in range(n_features)]}
     if lib == "xgboost":
         types = ["c" if i in set(cols) else "q" for i in range(n_features)]
         est.set_params(enable_categorical=True, feature_types=types)
@@ -143,6 +150,8 @@ def _use_threads(est, threads: int) -> None:
         est.set_params(n_jobs=threads)  # RandomForest, LightGBM, XGBoost, ... (LogisticRegression ignores it)
     elif _library(est) == "catboost" and params.get("thread_count") is None:
         est.set_params(thread_count=threads)  # CatBoost lists only the parameters it was given
+    elif "n_threads" in params and params["n_threads"] is None:
+        est.set_params(n_threads=threads)  # pytabkit (its default: every physical core)
 
 
 def sklearn_inputs(est, ds: ArrayDataset, categorical: list[int], as_sparse: bool = False):
@@ -175,7 +184,8 @@ def _fit(cfg, comp: Competition, est, datasets: dict) -> tuple[dict, int | None,
     if stops:
         kwargs |= EARLY_STOPPING[_library(est)][1](x["val"], y["val"])
     est.fit(x["train"], y["train"], **kwargs)
-    rounds = int(EARLY_STOPPING[_library(est)][2](est)) if stops else None
+    rounds_kept = EARLY_STOPPING[_library(est)][2] if stops else None
+    rounds = int(rounds_kept(est)) if rounds_kept else None
     if _library(est) == "lightgbm":  # its per-round validation scores are not needed to predict (the round kept is
         est._evals_result = {}  # in history.csv), and skops stores each as a file: ~600 a fold, half the load time
     return x, rounds, cols
@@ -188,6 +198,8 @@ def fit_sklearn(cfg, comp: Competition, datasets: dict, start: float) -> dict:
     est = sklearn_estimator(estimator_spec(cfg.model.head, comp.task), comp.task)
     threads = torch.get_num_threads()  # the job's share of the cores (`threads`, or cores / parallel jobs)
     _use_threads(est, threads)
+    if _library(est) == "pytabkit":  # its own default is a GPU whenever there is one; the job's accelerator wins
+        est.set_params(device="cuda" if uses_gpu(cfg.trainer.accelerator) else "cpu")
     if comp.task != "regression" and not hasattr(est, "predict_proba"):
         raise UserError(
             f"model.head.estimator {type(est).__name__} has no predict_proba; pick a probabilistic "

@@ -2,7 +2,8 @@
 
 The plan is a list of members, each a list of Hydra overrides on top of the user's command line, with the reason
 it is there and its estimated cost. Tier 0 holds cheap, strong members that differ by construction (learner,
-view of the data, encoding); tier 1 second seeds and finetunes; tier 2 extra seeds and larger inputs. Members are
+view of the data, encoding); tier 1 second seeds, finetunes and learners that err elsewhere (forests, kNN,
+RealMLP); tier 2 extra seeds, larger inputs and TabM on a CPU. Members are
 trained tier by tier while the budget lasts. Costs are seconds on the 2-core CPU this project is developed on
 (5 folds) per 1,000 training rows, measured on the demos; on a GPU the torch members' costs shrink GPU_SPEEDUP x.
 """
@@ -17,6 +18,8 @@ from pipeline.data.contract import Competition
 
 log = logging.getLogger(__name__)
 HIGH_CARD_LEVELS = 50  # data.high_card_min_levels' default
+KNN_MAX_ROWS = 100_000  # above it, kNN's distances (training x predicted rows) cost more than the member is worth
+KNN_PAIRS = 0.02  # kNN's distances (a BLAS product), s per (1,000 rows)^2: adult estimated 54 s in all, took 30-42
 GPU_SPEEDUP = 10.0  # mnist finetune: 165 s on an H200 vs ~750 s per member on 2 CPU cores; more at larger inputs
 IMAGE_FINETUNE_PX = {False: 48, True: 160}  # CPU: 48 px keeps a finetune ~3 min for 4k images; GPU: near native
 
@@ -25,6 +28,10 @@ COST = {
     "gbm": 2.0,  # LightGBM / XGBoost, early-stopped on each fold's validation rows
     "catboost": 6.0,  # adult 1.8, ames (many categoricals) 10
     "tabular_mlp": 3.0,  # ~1.5 on a few thousand rows, ~3 on 100k (where a misestimate costs most)
+    "forest": 12.0,  # RandomForest / ExtraTrees, 300 trees: adult 5-6 (sqrt(features) a split), ames 30-35 (all 75)
+    "knn": 1.0,  # + KNN_PAIRS x (1,000 rows)^2: reading, encoding, predicting (ames 3 s of 2.3k rows)
+    "realmlp": 150.0,  # RealMLP-TD, 256 epochs: ames ~70 s a fold of 1.9k rows on 1 thread of 2 busy cores
+    "tabm": 1000.0,  # TabM-D (32 members of 512 units): ames 459 s for a fold of 1.9k rows, on 1 thread
     "tfidf": 1.5,  # rotten (10k rows): 12 s TF-IDF + LogisticRegression, 13 s NB-LR
     "tfidf_gbm": 8.0,  # LightGBM on 5k word n-grams + the tabular features (tweets: ~25 s a fold of 5.5k rows)
     "frozen_head": 1.0,  # a head on cached embeddings
@@ -114,11 +121,11 @@ def high_cardinality(comp: Competition, levels: int = HIGH_CARD_LEVELS) -> list[
     ]
 
 
-def tabular_members(comp: Competition, mixed: bool) -> list[Member]:
-    """Trees from three libraries, an MLP and a second encoding: different by construction, then more seeds.
-    Beside a text column each sees its statistics. Many-level categoricals reach them count- and target-encoded
-    (one-hot codes of thousands of levels would make the table thousands of columns wide), except where CatBoost and
-    a LightGBM twin split on the categories themselves."""
+def tabular_members(comp: Competition, mixed: bool, gpu: bool = False) -> list[Member]:
+    """Trees from three libraries, an MLP and a second encoding: different by construction, then other learners
+    (`other_learners`), then more seeds. Beside a text column each sees its statistics. Many-level categoricals
+    reach them count- and target-encoded (one-hot codes of thousands of levels would make the table thousands of
+    columns wide), except where CatBoost and a LightGBM twin split on the categories themselves."""
     k, gbm, mlp = len(comp.train) / 1000, COST["gbm"], COST["tabular_mlp"]
     cats = any(not pd.api.types.is_numeric_dtype(comp.train[c]) for c in comp.feature_cols)
     stats = ["data.text_stats=true"] if comp.text_col else []
@@ -151,8 +158,32 @@ def tabular_members(comp: Competition, mixed: bool) -> list[Member]:
     if mixed:  # beside text or images: the tabular view's two strongest members first, the rest later
         for m in core[2:]:
             m.tier = 1
-        return core
-    return core + [reseed(m, s, s) for s in (1, 2) for m in core[:3]]
+        return core + other_learners(comp, view, gpu)
+    return core + other_learners(comp, view, gpu) + [reseed(m, s, s) for s in (1, 2) for m in core[:3]]
+
+
+def other_learners(comp: Competition, view: list[str], gpu: bool) -> list[Member]:
+    """Learners that err elsewhere than the core's boosted trees, for the ensemble's second level: shallow and deep
+    LightGBM, bagged and randomized forests, kNN (cheap: tier 1), RealMLP and TabM (networks: on a CPU they cost ~75x
+    and ~500x LightGBM, so TabM waits for tier 2 there)."""
+    k, speed = len(comp.train) / 1000, GPU_SPEEDUP if gpu else 1
+    learners = [  # preset, why, estimated seconds, tier
+        ("tabular_lgbm_shallow", "LightGBM of 4-leaf trees: near additive", k * COST["gbm"], 1),
+        ("tabular_lgbm_deep", "LightGBM of 255-leaf trees: high-order interactions", k * COST["gbm"], 1),
+        ("tabular_rf", "random forest: bagged deep trees", k * COST["forest"], 1),
+        ("tabular_et", "extra trees: random split thresholds", k * COST["forest"], 1),
+        ("tabular_knn", "k nearest neighbours on clipped z-scores", k * COST["knn"] + k * k * KNN_PAIRS, 1),
+        (
+            "tabular_realmlp",
+            "RealMLP-TD: an MLP with tuned defaults, numeric embeddings",
+            k * COST["realmlp"] / speed,
+            1,
+        ),
+        ("tabular_tabm", "TabM-D: 32 weight-sharing MLPs trained as one", k * COST["tabm"] / speed, 1 if gpu else 2),
+    ]
+    if len(comp.train) > KNN_MAX_ROWS:
+        learners = [x for x in learners if x[0] != "tabular_knn"]
+    return [Member([f"model={p}", *view, "seed=0"], why, cost, tier) for p, why, cost, tier in learners]
 
 
 def text_members(comp: Competition, gpu: bool, has_tab: bool) -> list[Member]:
@@ -304,7 +335,7 @@ def plan(
     if comp.text_col:
         members += text_members(comp, gpu, has_tab)
     if has_tab:
-        members += tabular_members(comp, mixed)
+        members += tabular_members(comp, mixed, gpu)
     for m in members:
         m.overrides += tt
     return sorted(members, key=lambda m: m.tier)  # stable: the order within a tier is kept
