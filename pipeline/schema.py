@@ -93,8 +93,13 @@ def number(
         if v is None and nullable:
             return None
         ok = isinstance(v, int | float) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
-        within = (gt is None or v > gt) and (ge is None or v >= ge) and (lt is None or v < lt)
-        if ok and within and (le is None or v <= le):
+        if (
+            ok
+            and (gt is None or v > gt)
+            and (ge is None or v >= ge)
+            and (lt is None or v < lt)
+            and (le is None or v <= le)
+        ):
             return None
         bounds = [
             f"> {gt}" if gt is not None else "",
