@@ -38,6 +38,7 @@ def test_every_group_is_covered():
     assert groups >= {"advisor", "data", "ensemble", "experiment", "model", "monitors", "optimizer", "trainer"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("group", "name"), GROUP_FILES, ids=[f"{g}={n}" for g, n in GROUP_FILES])
 def test_every_config_file_composes(group: str, name: str, tmp_path: Path):
     """Data paths point into `tmp_path` (nothing is read); `data=csv` gets the two keys a user must give."""

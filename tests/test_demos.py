@@ -34,6 +34,7 @@ def _load(exported: dict[str, Path], name: str) -> dict[str, pd.DataFrame]:
     return {f.removesuffix(".csv"): pd.read_csv(folder / f) for f in FILES}
 
 
+@pytest.mark.slow  # exports every demo (mnist's images included)
 @pytest.mark.parametrize("name", list(TARGETS))
 def test_competition_format(exported: dict[str, Path], name: str) -> None:
     frames = _load(exported, name)

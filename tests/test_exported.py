@@ -164,6 +164,7 @@ class TinyText(torch.nn.Module):
         return (self.emb(ids) * mask.unsqueeze(-1)).sum(1)
 
 
+@pytest.mark.slow
 def test_predict_without_onnx_runtime_names_the_install(onnx_member, monkeypatch):
     import importlib.util
 

@@ -41,6 +41,7 @@ def train(comp, out, *overrides):
     return ModelFolder(prep.out_dir / "models" / metrics["model_id"]), CompetitionInfo.read(prep.out_dir), metrics
 
 
+@pytest.mark.slow  # pytabkit's import and fits: seconds each
 @pytest.mark.parametrize("labels", [("no", "yes"), tuple(np.linspace(1.0, 50.0, 40))], ids=["binary", "regression"])
 @pytest.mark.parametrize("preset", list(TINY))
 def test_member_reproduces_its_test_predictions(make_comp, tmp_path, preset, labels):

@@ -133,6 +133,7 @@ def test_target_encoding_leaks_no_row_its_own_target(tmp_path):
     assert abs(np.corrcoef(code[train_rows], y[train_rows])[0, 1]) < 0.15
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "overrides",
     [
@@ -164,6 +165,7 @@ def test_the_zoo_plans_joined_views_and_encodings_for_a_mixed_table(tmp_path):
     assert all("data.text_stats=true" in p for p in planned if p.startswith("model=tabular"))
 
 
+@pytest.mark.slow
 def test_fusion_finetune_reads_text_and_table_together(tmp_path, tiny_bert):
     """The zoo's fusion member: the encoder finetuned at 1/10 LR with the tabular features (dates, counts, target
     codes, text statistics) beside its pooled output in one MLP head."""
@@ -191,6 +193,7 @@ def two_texts(train_csv: Path) -> Path:
     return train_csv
 
 
+@pytest.mark.slow
 def test_several_text_columns_are_joined_and_predicted(tmp_path):
     from pipeline import predict
 
