@@ -25,6 +25,7 @@ class CVScheme(StrEnum):
     KFOLD = "kfold"
     GROUP = "group"
     HOLDOUT = "holdout"
+    TIME = "time"  # expanding window over data.time_col: each fold validates rows later than all it trains on
 
 
 class Encoding(StrEnum):

@@ -174,6 +174,7 @@ COMMON = {
     "data.text_col": names,
     "data.max_length": integer(lo=1),
     "data.group_col": text(nullable=True),
+    "data.time_col": text(nullable=True),
     "data.categorical_encoding": one_of(Encoding),
     "data.numeric_scaling": one_of(Scaling),
     "data.rare_min_frequency": integer(lo=1),

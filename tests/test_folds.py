@@ -69,6 +69,90 @@ def test_holdout(
     assert ("holdout_fraction" in {f.rule for f in check(cfg)}) is warns  # the advisor's rule, defined once
 
 
+def _timed(make_comp: Callable[..., Comp], times: list) -> Comp:
+    comp = make_comp(n_train=len(times))
+    comp.train["when"] = times
+    comp.test["when"] = times[-1]  # later than every training row, as a test file's rows are
+    comp.write()
+    return comp
+
+
+@pytest.mark.parametrize(
+    "times",
+    [
+        [f"2024-{1 + i % 12:02d}-{1 + i // 12:02d}" for i in range(60)],  # ISO dates, shuffled months
+        [float(i % 7) for i in range(60)],  # numbers with ties: tied rows never train a fold that validates a later one
+    ],
+    ids=["dates", "numbers with ties"],
+)
+def test_time_folds_never_train_on_later_rows(
+    make_comp: Callable[..., Comp], make_cfg: Callable, out_dir: Path, times: list
+) -> None:
+    from pipeline.data.folds import time_values
+    from pipeline.training.job import fold_rows
+
+    comp = _timed(make_comp, times)
+    prep = prepare(make_cfg(comp, "cv.scheme=time", "data.time_col=when", "cv.n_folds=4"))
+    t = time_values(prep.comp).to_numpy()
+    assert json.loads((out_dir / "folds.json").read_text())["cv"] == {
+        "scheme": "time",
+        "n_folds": 4,
+        "time_col": "when",
+    }
+    assert (prep.folds == HOLDOUT_TRAIN_ONLY).sum() == 12 and sorted(set(prep.folds)) == [-1, 0, 1, 2, 3]
+    rows = fold_rows(prep.folds, prep.folds_meta)
+    for k, r in rows:
+        assert t[r["train"]].max() <= t[r["val"]].min(), f"fold {k} trains on later rows"
+        assert set(prep.folds[r["train"]]) == set(range(-1, k))  # an expanding window: every earlier block
+    assert [len(r["train"]) for _, r in rows] == [12, 24, 36, 48]
+    assert "when" in prep.comp.feature_cols  # it stays a feature (its date parts, or the number)
+
+
+@pytest.mark.slow
+def test_time_folds_leave_the_first_block_out_of_every_score(
+    make_comp: Callable[..., Comp], make_cfg: Callable, out_dir: Path
+) -> None:
+    """Rows that only train have no OOF prediction; the member's CV and the ensemble read the validated rows only."""
+    from conftest import build_cfg
+
+    from pipeline import ensemble
+    from pipeline.training.job import train_job
+
+    comp = _timed(make_comp, [f"2024-01-{1 + i % 28:02d}" for i in range(60)])
+    time = ["cv.scheme=time", "data.time_col=when", "cv.n_folds=3"]
+    fast = ["model.head.estimator.n_estimators=20", "model.head.estimator.min_child_samples=3"]
+    for seed in (0, 1):
+        cfg = make_cfg(comp, *time, "model=tabular_lgbm", *fast, f"seed={seed}")
+        metrics = train_job(cfg, prep := prepare(cfg))
+    oof = pd.read_csv(out_dir / "models" / metrics["model_id"] / "oof.csv")
+    first = prep.folds == HOLDOUT_TRAIN_ONLY
+    assert first.sum() == 15 and oof.loc[first, ["no", "yes"]].isna().all().all()
+    assert oof.loc[~first, ["no", "yes"]].notna().all().all()
+    assert metrics["cv_score"] == prep.comp.metric(prep.comp.y[~first], oof.loc[~first, ["no", "yes"]].to_numpy())
+    data = ["data=csv", f"data.train_csv={comp.train_csv}", "data.target=y", f"paths.output_dir={out_dir}"]
+    ensemble.main(build_cfg(*data, "data.time_col=when", "ensemble.method=mean", entry="ensemble"))
+    assert len(pd.read_csv(out_dir / "submission.csv")) == len(comp.test)
+
+
+@pytest.mark.parametrize(
+    ("times", "args", "match"),
+    [
+        ([1.0] * 20, ["cv.scheme=time"], "cv.scheme=time needs data.time_col="),
+        (["2024-01-01"] * 19 + [None], ["cv.scheme=time", "data.time_col=when"], "line 21: time column 'when'"),
+        (["red", "blue"] * 10, ["cv.scheme=time", "data.time_col=when"], "holds neither numbers nor dates"),
+        ([1.0] * 20, ["cv.scheme=time", "data.time_col=nope"], "has no time column 'nope'"),
+    ],
+    ids=["no time_col", "a missing time", "not times", "no such column"],
+)
+def test_time_folds_refuse_bad_input(
+    make_comp: Callable[..., Comp], make_cfg: Callable, out_dir: Path, times: list, args: list, match: str
+) -> None:
+    comp = _timed(make_comp, times)
+    with pytest.raises(UserError, match=match):
+        prepare(make_cfg(comp, *args))
+    assert not (out_dir / "folds.csv").exists()
+
+
 def test_regression_defaults_to_kfold(make_comp: Callable[..., Comp], make_cfg: Callable, out_dir: Path) -> None:
     comp = make_comp(n_train=30, labels=tuple(np.linspace(0.0, 10.0, 30)))
     prep = prepare(make_cfg(comp, "cv.n_folds=3"))

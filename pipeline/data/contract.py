@@ -37,6 +37,7 @@ class Competition:
     image_dir: Path | None = None
     text_col: str | None = None
     group_col: str | None = None
+    time_col: str | None = None
     data_hash: str = ""
     train_path: Path | None = None
     test_path: Path | None = None
@@ -377,6 +378,8 @@ def load_competition(cfg) -> Competition:
     metric = get_metric(cfg.metric, task)
     if cfg.get("group_col") and cfg.group_col not in train.columns:
         raise UserError(f"{train_path} has no group column '{cfg.group_col}'; set data.group_col=<column> or null")
+    if cfg.get("time_col") and cfg.time_col not in train.columns:
+        raise UserError(f"{train_path} has no time column '{cfg.time_col}'; set data.time_col=<column> or null")
     image_dir = None
     if cfg.get("image_col"):
         image_dir = Path(cfg.image_dir) if cfg.get("image_dir") else train_path.parent
@@ -413,6 +416,7 @@ def load_competition(cfg) -> Competition:
         text_col=text_col,
         text_sources=text_sources,
         group_col=cfg.get("group_col"),
+        time_col=cfg.get("time_col"),
         data_hash=file_hash(train_path),
         train_path=train_path,
         test_path=test_path,

@@ -13,16 +13,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import GroupKFold, KFold, StratifiedKFold, train_test_split
+from sklearn.model_selection import GroupKFold, KFold, StratifiedKFold, TimeSeriesSplit, train_test_split
 
 from pipeline.artifacts import read_json, write_csv, write_json
 from pipeline.choices import CVScheme
 from pipeline.data.contract import Competition, file_hash, show_value
+from pipeline.data.dates import date_format, parse
 from pipeline.errors import UserError
 
 log = logging.getLogger(__name__)
 SCHEMES = tuple(CVScheme)
-HOLDOUT_TRAIN_ONLY = -1  # holdout: rows that only ever train carry this fold number
+HOLDOUT_TRAIN_ONLY = -1  # holdout and time: rows that only ever train carry this fold number
 
 
 def resolve_scheme(cv, comp: Competition) -> str:
@@ -52,6 +53,8 @@ def cv_settings(cv, comp: Competition) -> dict:
             "val_fraction": _number(cv, "val_fraction", float),
             "seed": _number(cv, "seed", int),
         }
+    if scheme == "time":  # no seed: the order is the data's
+        return {"scheme": scheme, "n_folds": _number(cv, "n_folds", int), "time_col": comp.time_col}
     return {"scheme": scheme, "n_folds": _number(cv, "n_folds", int), "seed": _number(cv, "seed", int)}
 
 
@@ -93,6 +96,26 @@ def _check_groups(n: int, comp: Competition) -> None:
         raise UserError(f"cv.n_folds={n} is larger than the {groups} groups in '{comp.group_col}'")
 
 
+def time_values(comp: Competition) -> pd.Series:
+    """data.time_col as numbers or UTC timestamps; a missing or unreadable value stops with its line."""
+    col = comp.time_col
+    if not col:
+        raise UserError("cv.scheme=time needs data.time_col=<column whose numbers or dates order the rows>")
+    values = comp.train[col]
+    if not pd.api.types.is_numeric_dtype(values):
+        fmt = date_format(values)
+        if fmt is None:
+            raise UserError(f"data.time_col '{col}' holds neither numbers nor dates: name a column that orders rows")
+        values = parse(values, fmt)
+    bad = values.isna().to_numpy()
+    if bad.any():
+        raise UserError(
+            f"{comp.train_path} line {int(np.flatnonzero(bad)[0]) + 2}: time column '{col}' (data.time_col) is empty "
+            "or not a date there; every row needs its time"
+        )
+    return values
+
+
 def _check(settings: dict, comp: Competition) -> None:
     scheme, n = settings["scheme"], settings.get("n_folds", 2)
     if scheme == "holdout":
@@ -100,7 +123,7 @@ def _check(settings: dict, comp: Competition) -> None:
         if not 0 < f < 1:
             raise UserError(f"cv.val_fraction={f} must be between 0 and 1 (0.2-0.3 is the rule of thumb)")
         # outside 0.2-0.3 is the advisor's `holdout_fraction` finding (pipeline/advisor/rules.py)
-    elif n < 2 or n > len(comp.y):
+    elif n < 2 or n > len(comp.y) - (scheme == "time"):
         raise UserError(f"cv.n_folds={n} must be between 2 and the number of training rows ({len(comp.y)})")
     if scheme == "stratified" and comp.task == "regression":
         raise UserError("cv.scheme=stratified needs a classification target: use cv.scheme=kfold")
@@ -121,6 +144,11 @@ def assign_folds(settings: dict, comp: Competition) -> np.ndarray:
             rows, test_size=settings["val_fraction"], random_state=settings["seed"], stratify=strat
         )
         fold[val] = 0
+        return fold
+    if scheme == "time":  # n + 1 blocks in time order; fold k validates block k + 1 after training on blocks <= k
+        order = np.argsort(time_values(comp).to_numpy(), kind="stable")
+        for k, (_, val) in enumerate(TimeSeriesSplit(settings["n_folds"]).split(order)):
+            fold[order[val]] = k
         return fold
     n, seed = settings["n_folds"], settings["seed"]
     splitter = {

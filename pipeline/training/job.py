@@ -21,6 +21,7 @@ from omegaconf import OmegaConf, open_dict
 from pipeline.artifacts import ModelFolder, model_folder
 from pipeline.choices import (
     BACKBONE_KINDS,
+    CVScheme,
     Encoding,
     HeadType,
     HighCardinality,
@@ -151,10 +152,12 @@ def model_id(cfg, task: str | None = None) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{base}-{head}-s{cfg.seed}-{digest}")
 
 
-def fold_rows(folds: np.ndarray) -> list[tuple[int, dict]]:
-    """(k, {"train": rows, "val": rows}) per fold; holdout's -1 rows always train."""
+def fold_rows(folds: np.ndarray, meta: dict | None = None) -> list[tuple[int, dict]]:
+    """(k, {"train": rows, "val": rows}) per fold; the -1 rows (holdout, time) always train. Time-ordered folds
+    (the scheme in folds.json's `meta`) train on the earlier folds only: an expanding window."""
+    earlier = bool(meta) and meta["cv"]["scheme"] == CVScheme.TIME
     return [
-        (int(k), {"train": np.flatnonzero(folds != k), "val": np.flatnonzero(folds == k)})
+        (int(k), {"train": np.flatnonzero(folds < k if earlier else folds != k), "val": np.flatnonzero(folds == k)})
         for k in sorted(set(folds.tolist()) - {-1})
     ]
 
@@ -185,7 +188,7 @@ def run_folds(cfg, prep: Prepared, folder: ModelFolder) -> list[tuple[int, dict,
     forward, inverse = target_transform(cfg, comp)
     y = forward(comp.y.astype(float)) if comp.task == Task.REGRESSION else comp.y  # what the models learn
     trains_backbone = cfg.model.kind in BACKBONE_KINDS and not is_frozen(cfg.model)
-    for k, rows in fold_rows(prep.folds):
+    for k, rows in fold_rows(prep.folds, prep.folds_meta):
         res = folder.read_fold(k, prep.folds_meta["folds_hash"])
         if res is not None:
             log.info("fold %d: done earlier (%s), reusing", k, folder.fold(k))
@@ -278,7 +281,7 @@ def train_job(cfg, prep: Prepared) -> dict:
             f.unlink()
     start = time.time()
     folder.write_config(cfg)
-    log.info("model %s: training %d folds -> %s", folder.name, len(fold_rows(prep.folds)), folder.path)
+    log.info("model %s: training %d folds -> %s", folder.name, len(fold_rows(prep.folds, prep.folds_meta)), folder.path)
     results = run_folds(cfg, prep, folder)
     metrics = write_results(cfg, prep, folder, results, time.time() - start)
     log.info(
