@@ -66,7 +66,7 @@ class CompetitionInfo:
     before those keys existed (and are never written by `prepare` as defaults: it sets every field)."""
 
     task: str
-    metric: str
+    metric: str | dict  # a metric's name, or a custom metric's {_target_, greater_is_better, needs}
     classes: list | None  # original labels (classes[i] is encoded as i); None for regression
     id_col: str
     target: str

@@ -123,7 +123,7 @@ pip install --no-index --find-links BUNDLE/wheels pipeline
 pipeline-predict name={name} paths.output_dir=BUNDLE/outputs/{name} \\
     predict.test_csv=<the test file> predict.output=submission.csv{image_dir}
 ```
-The notebook's own torch and torchvision are used (the wheel needs torch {torch}, or a compatible release).
+The notebook's own torch and torchvision are used (the wheel needs torch {torch}, or a compatible release).{metric}
 """
 
 
@@ -174,6 +174,9 @@ def main(cfg: DictConfig) -> None:
                 chosen=saved["name"],
                 image_dir=image_dir,
                 torch=metadata.version("torch"),
+                metric=f"\nThe custom metric's module must import there too: {info.metric['_target_']}"
+                if isinstance(info.metric, dict)
+                else "",
             )
         )
         shutil.rmtree(dest, ignore_errors=True)

@@ -4,7 +4,8 @@ Predictions follow one convention everywhere: for classification an (n, n_classe
 (binary included: two columns), for regression an (n,) array of values; `y` holds class indices or values.
 """
 
-from collections.abc import Callable
+import importlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +25,11 @@ class Metric:
     greater_is_better: bool
     tasks: tuple[str, ...]
     needs_proba: bool  # classification: scored on probabilities (else on predicted labels)
+    spec: str | dict = ""  # what data.metric and competition.json hold: the name, or a custom metric's mapping
+
+    @property
+    def saved(self) -> str | dict:
+        return self.spec or self.name
 
     def __call__(self, y: np.ndarray, pred: np.ndarray) -> float:
         return float(self.fn(np.asarray(y), np.asarray(pred)))
@@ -79,8 +85,53 @@ METRICS: dict[str, Metric] = {
 DEFAULT_METRIC = {"binary": "roc_auc", "multiclass": "accuracy", "regression": "rmse"}
 
 
-def get_metric(name: str, task: str) -> Metric:
-    """Look up `name` (or the task's default for `auto`) and check that it fits `task`."""
+NEEDS = {"proba": CLASSIFICATION, "label": CLASSIFICATION, "value": ("regression",)}
+CUSTOM = "data.metric={_target_: mypkg.metrics.my_score, greater_is_better: true, needs: proba}"
+
+
+def _inputs(needs: str) -> Callable[[np.ndarray], np.ndarray]:
+    """What a custom metric reads: P(class 1) (binary) or (n, classes) probabilities, class indices, or values."""
+    if needs == "proba":
+        return lambda p: p[:, 1] if p.shape[1] == 2 else p
+    return _labels if needs == "label" else lambda p: p
+
+
+def custom_metric(spec: Mapping) -> Metric:
+    """`data.metric={_target_: pkg.module.function, greater_is_better: ..., needs: proba|label|value}`: the function
+    takes (y_true, y_pred); y_true holds class indices (the probability columns' order) or values."""
+    spec = {k: spec.get(k) for k in ("_target_", "greater_is_better", "needs")}
+    target, needs = str(spec["_target_"] or ""), spec["needs"]
+    if "." not in target or not isinstance(spec["greater_is_better"], bool) or needs not in NEEDS:
+        raise UserError(
+            "data.metric needs _target_, greater_is_better (true/false) and needs (proba, label or value), "
+            f"as in {CUSTOM}"
+        )
+    module, _, attr = target.rpartition(".")
+    try:
+        fn = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as e:
+        raise UserError(
+            f"data.metric._target_={target} does not import ({e}): install its package or add it to PYTHONPATH"
+        ) from e
+    take = _inputs(needs)
+
+    def score(y: np.ndarray, p: np.ndarray) -> float:
+        value = float(fn(y, take(p)))
+        if not np.isfinite(value):
+            raise UserError(f"data.metric {target} returned {value} on {len(y)} rows: it must return a finite number")
+        return value
+
+    return Metric(target, score, spec["greater_is_better"], NEEDS[needs], needs == "proba", spec)
+
+
+def get_metric(name: str | Mapping, task: str) -> Metric:
+    """Look up `name` (or the task's default for `auto`), or build a custom one; check that it fits `task`."""
+    if isinstance(name, Mapping):
+        metric = custom_metric(name)
+        if task not in metric.tasks:
+            want = "value" if task == "regression" else "proba or label"
+            raise UserError(f"data.metric {metric.name} reads needs={metric.spec['needs']}: a {task} task needs {want}")
+        return metric
     if name in (None, "auto"):
         name = DEFAULT_METRIC[task]
     if name not in METRICS:

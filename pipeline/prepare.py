@@ -48,7 +48,7 @@ def competition_info(comp: Competition, meta: dict) -> CompetitionInfo:
     """What later stages need to read predictions back: task, metric, classes, columns, hashes."""
     return CompetitionInfo(
         task=comp.task,
-        metric=comp.metric.name,
+        metric=comp.metric.saved,
         classes=comp.classes,
         id_col=comp.id_col,
         target=comp.target,

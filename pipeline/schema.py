@@ -357,6 +357,8 @@ def _check_optimizer(opt: DictConfig) -> None:
 def _check_metric(data: DictConfig) -> None:
     from pipeline.metrics import METRICS
 
+    if isinstance(data.get("metric"), DictConfig):  # a custom metric: checked when it is imported
+        return
     _check_rules(data, {"metric": one_of(["auto", *METRICS])}, "data.")
 
 

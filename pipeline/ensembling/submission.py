@@ -121,7 +121,7 @@ def apply_command_line(ctx: Context, data, test_ids: np.ndarray) -> None:
     """Use `data.metric` and `data.sample_submission` given to the ensemble stage in place of what training saved,
     or refuse in one line when they do not fit the trained members (their task, classes and test ids)."""
     metric = data.get("metric")
-    if metric not in (None, "auto") and metric != ctx.metric.name:
+    if metric not in (None, "auto") and metric != ctx.metric.saved:
         ctx.metric = get_metric(metric, ctx.task)  # one line when it does not fit the members' task
         log.info("metric: %s (data.metric; training scored %s)", metric, ctx.info.metric)
     sample = data.get("sample_submission")
