@@ -58,7 +58,7 @@ data: $(STAMP) ## write the demo competitions (mnist, rotten, adult, ames, tweet
 test: $(STAMP) ## run the test suite (the report's rendering test needs `make browser`, else it skips)
 	$(PY) -m pytest -q -rs -n auto --dist worksteal $(ARGS)
 
-test-fast: $(STAMP) ## the test suite without the slow end-to-end tests (about 2 minutes on 2 cores)
+test-fast: $(STAMP) ## the test suite without the slow end-to-end tests (about a minute on 2 cores; make test: about 4)
 	$(PY) -m pytest -q -rs -n auto --dist worksteal -m "not slow" $(ARGS)
 
 lint: $(STAMP) ## ruff lint + format check
