@@ -4,7 +4,6 @@ LightGBM) on tiny real tables: each preset trains, and its saved fold models rep
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from conftest import comp_cfg
 
 from pipeline.artifacts import CompetitionInfo, ModelFolder
@@ -22,12 +21,7 @@ SMALL = {  # fewer trees and rounds, each on one task (the ...Classifier -> ...R
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one thread per fit
 
 
 @pytest.mark.parametrize("preset", list(SMALL))

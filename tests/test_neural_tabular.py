@@ -4,7 +4,6 @@ validation rows, run on the job's device and threads, and their saved fold model
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from conftest import comp_cfg
 
 from pipeline.artifacts import CompetitionInfo, ModelFolder, load_torch
@@ -26,12 +25,7 @@ TINY = {  # a few epochs of small networks: each member trains in about a second
 FAST = ["trainer.progress_bar=false", "cv.n_folds=2"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one thread per fit
 
 
 def train(comp, out, *overrides):

@@ -6,7 +6,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from conftest import build_cfg
 from scipy import sparse
 
@@ -47,14 +46,7 @@ DECLARED = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread per fit, as a job with `threads=1`: on tables this small, OpenMP's per-split synchronisation
-    between 2 threads costs more than it saves (HistGradientBoosting took 14 s instead of 0.5 s on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one thread per fit
 
 
 def competition(root: Path, n: int = 300, seed: int = 0, skewed: bool = False) -> Path:

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from conftest import build_cfg
 
 from pipeline.data.contract import load_competition
@@ -21,12 +20,7 @@ FAST = ["trainer.progress_bar=false", "cv.n_folds=3"]
 LGBM_SMALL = ["model.head.estimator.n_estimators=60", "model.head.estimator.early_stopping_round=10"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one thread per fit
 
 
 def mixed(root: Path, n: int = 300, seed: int = 0, leak_key: bool = False) -> Path:
