@@ -51,6 +51,7 @@ PRESET_DATA_KEYS = {"categorical_encoding": Encoding.ONEHOT, "numeric_scaling": 
 ID_NEUTRAL = {
     ("model", "target_transform"): TargetTransform.NONE,
     ("model", "sparse_input"): False,
+    ("model", "refit_full"): False,
     ("data", "numeric_scaling"): Scaling.STANDARD,
     ("data", "datetime_cols"): "auto",
     ("data", "high_card_encoding"): HighCardinality.NONE,
@@ -149,6 +150,8 @@ def model_id(cfg, task: str | None = None) -> str:
         head += f"-{encoding(cfg)}"
     if m.get("target_transform", TargetTransform.NONE) != TargetTransform.NONE:
         head += f"-{m.target_transform}"
+    if m.get("refit_full", False):
+        head += "-refit"
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{base}-{head}-s{cfg.seed}-{digest}")
 
 
@@ -182,11 +185,29 @@ def fit_fold(cfg, comp, backbone, inputs, k: int, path, y_scale: tuple[float, fl
     return train_fold(cfg, comp, backbone, inputs.datasets, inputs.in_dim, k, path, y_scale)
 
 
+def fit_model(cfg, prep: Prepared, folder: ModelFolder, rows: dict, k, backbone) -> tuple[dict, dict, dict | None]:
+    """One model fitted on `rows["train"]` (early-stopped on and scored on `rows["val"]`): its result, predictions
+    in the target's units, and what predicting new rows needs: (fitted state, torch weights or None)."""
+    comp = prep.comp
+    forward, inverse = target_transform(cfg, comp)
+    y = forward(comp.y.astype(float)) if comp.task == Task.REGRESSION else comp.y  # what the models learn
+    inputs = fold_datasets(comp, backbone, cfg, rows, y, prep.out_dir / "cache")
+    y_train = y[rows["train"]].astype(float)
+    y_scale = (float(y_train.mean()), float(y_train.std() or 1.0)) if comp.task == Task.REGRESSION else (0, 1)
+    res = fit_fold(cfg, comp, backbone, inputs, k, folder.path, y_scale)
+    res["test_seconds"] += inputs.test_seconds  # the test rows' features count as predicting them
+    y_range = (float(y_train.min()), float(y_train.max())) if comp.task == Task.REGRESSION else None
+    res |= {p: to_target(res[p], y_range, inverse) for p in ("val", "test")}
+    model = res.pop("model")
+    state = inputs.fitted | {"y_scale": list(y_scale), "y_range": y_range}
+    if isinstance(model, torch.nn.Module):
+        return res, state, model.state_dict()
+    return res, state | {"estimator": model, "categorical": res.pop("categorical")}, None
+
+
 def run_folds(cfg, prep: Prepared, folder: ModelFolder) -> list[tuple[int, dict, dict]]:
     """Train (or reload) every fold; returns (k, rows, result) per fold."""
     comp, out, shared = prep.comp, [], None
-    forward, inverse = target_transform(cfg, comp)
-    y = forward(comp.y.astype(float)) if comp.task == Task.REGRESSION else comp.y  # what the models learn
     trains_backbone = cfg.model.kind in BACKBONE_KINDS and not is_frozen(cfg.model)
     for k, rows in fold_rows(prep.folds, prep.folds_meta):
         res = folder.read_fold(k, prep.folds_meta["folds_hash"])
@@ -196,20 +217,8 @@ def run_folds(cfg, prep: Prepared, folder: ModelFolder) -> list[tuple[int, dict,
             seed_everything(cfg.seed * 1000 + k)
             if trains_backbone or shared is None:  # finetuning starts every fold from the pretrained weights
                 shared = build_backbone(cfg.model.kind, cfg.model.backbone)
-            backbone = shared
-            inputs = fold_datasets(comp, backbone, cfg, rows, y, prep.out_dir / "cache")
-            y_train = y[rows["train"]].astype(float)
-            y_scale = (float(y_train.mean()), float(y_train.std() or 1.0)) if comp.task == Task.REGRESSION else (0, 1)
-            res = fit_fold(cfg, comp, backbone, inputs, k, folder.path, y_scale)
-            res["test_seconds"] += inputs.test_seconds  # the test rows' features count as predicting them
-            y_range = (float(y_train.min()), float(y_train.max())) if comp.task == Task.REGRESSION else None
-            res |= {p: to_target(res[p], y_range, inverse) for p in ("val", "test")}
-            model = res.pop("model")
-            state = inputs.fitted | {"y_scale": list(y_scale), "y_range": y_range}
-            if isinstance(model, torch.nn.Module):
-                folder.write_fold_model(k, state, model.state_dict())
-            else:
-                folder.write_fold_model(k, state | {"estimator": model, "categorical": res.pop("categorical")}, None)
+            res, state, weights = fit_model(cfg, prep, folder, rows, k, shared)
+            folder.write_fold_model(k, state, weights)
             folder.write_fold(k, res, prep.folds_meta["folds_hash"])  # last: marks the fold done
             score = comp.metric(comp.y[rows["val"]], res["val"])
             log.info(
@@ -224,6 +233,21 @@ def run_folds(cfg, prep: Prepared, folder: ModelFolder) -> list[tuple[int, dict,
     return out
 
 
+def refit(cfg, prep: Prepared, folder: ModelFolder, results: list) -> tuple[np.ndarray | None, dict | None]:
+    """With `model.refit_full`, the test predictions of one model refitted on every row (`refit.py`), and what
+    metrics.json records of it; else (None, None): the fold models' average predicts the test rows."""
+    if not cfg.model.get("refit_full", False):
+        return None, None
+    from pipeline.training.refit import refit_full
+
+    def fit_all(sized_cfg, rows):
+        seed_everything(cfg.seed * 1000 + len(results))  # a seed no fold used
+        backbone = build_backbone(sized_cfg.model.kind, sized_cfg.model.backbone)
+        return fit_model(sized_cfg, prep, folder, rows, "refit", backbone)
+
+    return refit_full(cfg, prep, folder, results, fit_all)
+
+
 def prediction_frame(comp, ids, pred: np.ndarray) -> pd.DataFrame:
     """The id column, then one probability column per class label, or `prediction` for regression."""
     if comp.task == Task.REGRESSION:
@@ -233,14 +257,17 @@ def prediction_frame(comp, ids, pred: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame({comp.id_col: np.asarray(ids), **cols})
 
 
-def write_results(cfg, prep: Prepared, folder: ModelFolder, results: list, seconds: float) -> dict:
-    """The fold results joined into the member's oof/test predictions, history and metrics."""
+def write_results(
+    cfg, prep: Prepared, folder: ModelFolder, results: list, seconds: float, refitted: tuple = (None, None)
+) -> dict:
+    """The fold results joined into the member's oof/test predictions, history and metrics. `refitted`: the test
+    predictions of a model refitted on every row, which replace the fold models' average, and its record."""
     comp = prep.comp
     width = () if comp.task == Task.REGRESSION else (len(comp.classes),)
     oof = np.full((len(comp.y), *width), np.nan)
     for _, rows, res in results:
         oof[rows["val"]] = res["val"]
-    test = np.mean([res["test"] for _, _, res in results], axis=0)
+    test = np.mean([res["test"] for _, _, res in results], axis=0) if refitted[0] is None else refitted[0]
     hist = pd.DataFrame([{"fold": k, **h} for k, _, res in results for h in res["history"]])
     scores = [comp.metric(comp.y[rows["val"]], res["val"]) for _, rows, res in results]
     valid = ~np.isnan(oof if oof.ndim == 1 else oof[:, 0])
@@ -263,6 +290,7 @@ def write_results(cfg, prep: Prepared, folder: ModelFolder, results: list, secon
         "kind": cfg.model.kind,
         "finetune": cfg.model.get("finetune"),
         "seed": cfg.seed,
+        **({"refit_full": refitted[1]} if refitted[1] else {}),
     }
     oof_df = prediction_frame(comp, comp.train[comp.id_col], oof)
     folder.write_results(oof_df, prediction_frame(comp, comp.test[comp.id_col], test), hist, metrics)
@@ -279,11 +307,15 @@ def train_job(cfg, prep: Prepared) -> dict:
     if cfg.retrain:
         for f in folder.fold_files():
             f.unlink()
+    if cfg.model.get("refit_full", False):
+        from pipeline.training.refit import check_refit
+
+        check_refit(cfg, prep.comp.task)  # before any fold trains
     start = time.time()
     folder.write_config(cfg)
     log.info("model %s: training %d folds -> %s", folder.name, len(fold_rows(prep.folds, prep.folds_meta)), folder.path)
     results = run_folds(cfg, prep, folder)
-    metrics = write_results(cfg, prep, folder, results, time.time() - start)
+    metrics = write_results(cfg, prep, folder, results, time.time() - start, refit(cfg, prep, folder, results))
     log.info(
         "model %s: CV %s %.5f (mean %.5f +- %.5f over folds)",
         folder.name,

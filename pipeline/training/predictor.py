@@ -1,5 +1,6 @@
 """Predict new rows with a trained member: each fold model, through its own fitted preprocessing, on the rows, then
-averaged over the folds as training averaged its test predictions. Nothing is fitted here."""
+averaged over the folds as training averaged its test predictions (or its refit model alone, where training refitted
+one on every row). Nothing is fitted here."""
 
 import hashlib
 import importlib.util
@@ -102,7 +103,10 @@ def predict_member(
     _, inverse = TARGET_TRANSFORMS[cfg.model.get("target_transform", TargetTransform.NONE)]
     has_backbone = cfg.model.kind in BACKBONE_KINDS
     frozen = is_frozen(cfg.model)
-    folds = [folder.read_fold_model(k) for k in folder.fold_ids()]
+    # a model refitted on every row (model.refit_full) predicts alone, as it made test.csv
+    folds = (
+        [folder.read_refit_model()] if folder.has_refit() else [folder.read_fold_model(k) for k in folder.fold_ids()]
+    )
     if has_backbone and not frozen and one_input(folds):  # one pass over the rows, every fold model on each batch
         backbones = [finetuned_backbone(cfg) for _ in folds]
         nets = [fold_net(cfg, comp, b, state, weights) for b, (state, weights) in zip(backbones, folds, strict=True)]
