@@ -46,6 +46,7 @@ class Entry:
     test_pred: np.ndarray  # (test rows, columns)
     method: Method | None = None  # the method refitted on all OOF rows
     seconds: float = 0.0
+    oof: np.ndarray | None = None  # (validated rows, columns): a method's nested out-of-fold predictions
 
 
 def metric_input(pred: np.ndarray) -> np.ndarray:
@@ -112,7 +113,7 @@ def evaluate_method(method: Method, stack: Stack, metric: Metric, n_jobs: int = 
     s.test = _test_score(metric, stack, test)
     seconds = time.perf_counter() - start
     log.info("%-9s CV %.5f +- %.5f (%.1f s)", method.name, s.cv_mean, s.cv_std, seconds)
-    return Entry("method", method.name, s, test, final, seconds)
+    return Entry("method", method.name, s, test, final, seconds, oof)
 
 
 # `gain` first: the default (conf/ensemble.yaml), the one that never trades the best member for noise

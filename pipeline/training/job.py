@@ -96,14 +96,17 @@ def _model_spec(cfg) -> dict:
 
 
 def spec(cfg) -> dict:
-    """Everything that determines a model's predictions (besides the data and folds)."""
+    """Everything that determines a model's predictions (besides the data and folds): with a teacher (model=distill,
+    pseudo_labels), the saved ensemble's digest and the pseudo-labels' threshold too."""
     trainer = {k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items() if k not in COSMETIC}
     keys = ("feature_cols", "rare_min_frequency", "max_length", *NEW_DATA_KEYS)
     data = {k: cfg.data.get(k, ID_NEUTRAL[("data", k)] if k in NEW_DATA_KEYS else None) for k in keys}
     data["categorical_encoding"] = encoding(cfg)
     data["numeric_scaling"] = data_choice(cfg, "numeric_scaling")
+    taught = {k: cfg[k] for k in ("teacher", "pseudo_labels") if cfg.get(k) is not None}
     return drop_id_neutral(
-        {
+        taught
+        | {
             "model": _model_spec(cfg),
             "optimizer": OmegaConf.to_container(cfg.optimizer, resolve=True),
             "scheduler": OmegaConf.to_container(cfg.scheduler, resolve=True),
@@ -152,6 +155,10 @@ def model_id(cfg, task: str | None = None) -> str:
         head += f"-{m.target_transform}"
     if m.get("refit_full", False):
         head += "-refit"
+    if m.get("distill", False):
+        head = f"distill-{head_name(cfg, Task.REGRESSION)}"  # regressors on the teacher's predictions
+    if cfg.get("pseudo_labels") is not None:
+        head += "-pseudo"
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{base}-{head}-s{cfg.seed}-{digest}")
 
 
@@ -185,13 +192,20 @@ def fit_fold(cfg, comp, backbone, inputs, k: int, path, y_scale: tuple[float, fl
     return train_fold(cfg, comp, backbone, inputs.datasets, inputs.in_dim, k, path, y_scale)
 
 
-def fit_model(cfg, prep: Prepared, folder: ModelFolder, rows: dict, k, backbone) -> tuple[dict, dict, dict | None]:
-    """One model fitted on `rows["train"]` (early-stopped on and scored on `rows["val"]`): its result, predictions
-    in the target's units, and what predicting new rows needs: (fitted state, torch weights or None)."""
+def fit_model(
+    cfg, prep: Prepared, folder: ModelFolder, rows: dict, k, backbone, pseudo: tuple | None = None
+) -> tuple[dict, dict, dict | None]:
+    """One model fitted on `rows["train"]` (early-stopped on and scored on `rows["val"]`) and on `pseudo`'s
+    pseudo-labelled test rows: its result, predictions in the target's units, and what predicting new rows needs:
+    (fitted state, torch weights or None)."""
     comp = prep.comp
     forward, inverse = target_transform(cfg, comp)
     y = forward(comp.y.astype(float)) if comp.task == Task.REGRESSION else comp.y  # what the models learn
     inputs = fold_datasets(comp, backbone, cfg, rows, y, prep.out_dir / "cache")
+    if pseudo is not None:
+        from pipeline.training.pseudo import with_pseudo
+
+        inputs.datasets["train"] = with_pseudo(inputs.datasets, *pseudo)
     y_train = y[rows["train"]].astype(float)
     y_scale = (float(y_train.mean()), float(y_train.std() or 1.0)) if comp.task == Task.REGRESSION else (0, 1)
     res = fit_fold(cfg, comp, backbone, inputs, k, folder.path, y_scale)
@@ -207,7 +221,7 @@ def fit_model(cfg, prep: Prepared, folder: ModelFolder, rows: dict, k, backbone)
 
 def run_folds(cfg, prep: Prepared, folder: ModelFolder) -> list[tuple[int, dict, dict]]:
     """Train (or reload) every fold; returns (k, rows, result) per fold."""
-    comp, out, shared = prep.comp, [], None
+    comp, out, shared, pseudo = prep.comp, [], None, None
     trains_backbone = cfg.model.kind in BACKBONE_KINDS and not is_frozen(cfg.model)
     for k, rows in fold_rows(prep.folds, prep.folds_meta):
         res = folder.read_fold(k, prep.folds_meta["folds_hash"])
@@ -217,7 +231,11 @@ def run_folds(cfg, prep: Prepared, folder: ModelFolder) -> list[tuple[int, dict,
             seed_everything(cfg.seed * 1000 + k)
             if trains_backbone or shared is None:  # finetuning starts every fold from the pretrained weights
                 shared = build_backbone(cfg.model.kind, cfg.model.backbone)
-            res, state, weights = fit_model(cfg, prep, folder, rows, k, shared)
+            if cfg.get("pseudo_labels") is not None and pseudo is None:
+                from pipeline.training.pseudo import pseudo_labels
+
+                pseudo = pseudo_labels(cfg, prep)
+            res, state, weights = fit_model(cfg, prep, folder, rows, k, shared, None if pseudo is None else pseudo[k])
             folder.write_fold_model(k, state, weights)
             folder.write_fold(k, res, prep.folds_meta["folds_hash"])  # last: marks the fold done
             score = comp.metric(comp.y[rows["val"]], res["val"])
@@ -297,9 +315,22 @@ def write_results(
     return metrics
 
 
+def with_teacher(cfg, out_dir):
+    """A member that learns from the saved ensemble (model.distill, pseudo_labels) records its digest as `teacher`:
+    in the spec, so that a new ensemble makes a new member rather than reusing one taught by the old."""
+    if not (cfg.model.get("distill", False) or cfg.get("pseudo_labels") is not None):
+        return cfg
+    from pipeline.ensembling.teacher import teacher_digest
+
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        cfg.teacher = teacher_digest(out_dir)
+    return cfg
+
+
 def train_job(cfg, prep: Prepared) -> dict:
     """Train one model spec over all folds (resuming finished folds) and write its folder."""
-    cfg = resolved(cfg)
+    cfg = with_teacher(resolved(cfg), prep.out_dir)
     folder = model_folder(prep.out_dir, model_id(cfg, prep.comp.task))
     if folder.is_complete(prep.folds_meta["folds_hash"]) and not cfg.retrain:
         log.info("model %s: complete with this config and these folds, skipping (retrain=true to redo)", folder.name)
@@ -314,7 +345,12 @@ def train_job(cfg, prep: Prepared) -> dict:
     start = time.time()
     folder.write_config(cfg)
     log.info("model %s: training %d folds -> %s", folder.name, len(fold_rows(prep.folds, prep.folds_meta)), folder.path)
-    results = run_folds(cfg, prep, folder)
+    if cfg.model.get("distill", False):
+        from pipeline.training.distill import run_student
+
+        results = run_student(cfg, prep, folder)
+    else:
+        results = run_folds(cfg, prep, folder)
     metrics = write_results(cfg, prep, folder, results, time.time() - start, refit(cfg, prep, folder, results))
     log.info(
         "model %s: CV %s %.5f (mean %.5f +- %.5f over folds)",

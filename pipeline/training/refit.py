@@ -40,6 +40,8 @@ def fold_size(res: dict, head_type: str) -> int | None:
 
 def check_refit(cfg, task: str) -> None:
     """Refuse, before any fold trains, a member whose fold models have no size to agree on."""
+    if cfg.model.get("distill", False) or cfg.get("pseudo_labels") is not None:
+        raise UserError("model.refit_full=true is for members on the labels, not model=distill or pseudo_labels")
     if cfg.model.head.type != HeadType.SKLEARN:
         return
     node = estimator_spec(cfg.model.head, task)

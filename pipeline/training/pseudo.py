@@ -1,0 +1,52 @@
+"""Pseudo-labels that respect the folds (`pseudo_labels=<probability>`): the test rows to which the saved ensemble
+gives a class with at least that probability join each fold's training rows, labelled with that class, and never its
+validation rows, so the CV still scores only true labels.
+
+Fold k's labels come from the ensemble applied to its members' fold-k models (`teacher.teacher_fold_tests`), which
+never saw fold k's validation rows: averaged over the folds, the test predictions would carry those rows' labels
+into fold k's training, and its CV would flatter the member.
+"""
+
+import logging
+
+import numpy as np
+import torch
+from scipy import sparse
+
+from pipeline.choices import Task
+from pipeline.errors import UserError
+from pipeline.training.loaders import ArrayDataset
+
+log = logging.getLogger(__name__)
+
+
+def pseudo_labels(cfg, prep) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Per fold k: (test rows, their labels as class indices) that join fold k's training rows."""
+    from pipeline.ensembling.teacher import teacher_fold_tests
+
+    threshold = float(cfg.pseudo_labels)
+    if prep.comp.task == Task.REGRESSION:
+        raise UserError("pseudo_labels needs a classification task (its confidence is a class probability): unset it")
+    if not 0.0 < threshold <= 1.0:
+        raise UserError(f"pseudo_labels={cfg.pseudo_labels}: give a probability in (0, 1], e.g. pseudo_labels=0.95")
+    out = {}
+    for k, proba in teacher_fold_tests(prep.out_dir, prep.comp.test).items():
+        rows = np.flatnonzero(proba.max(axis=1) >= threshold)
+        out[k] = (rows, proba[rows].argmax(axis=1))
+        log.info("fold %d: %d of %d test rows pseudo-labelled (p >= %g)", k, len(rows), len(proba), threshold)
+    return out
+
+
+def with_pseudo(datasets: dict, rows: np.ndarray, labels: np.ndarray) -> ArrayDataset:
+    """The fold's training rows, then the test `rows` (as the fold's preprocessing made them) with `labels`."""
+    train, test = datasets["train"], datasets["test"]
+    if not isinstance(train, ArrayDataset):
+        raise UserError(
+            "pseudo_labels: only members on features (tabular, TF-IDF, frozen embeddings) take them, not a "
+            "finetuned backbone: unset pseudo_labels for this model"
+        )
+    arrays = {}
+    for key, a in train.arrays.items():
+        extra = torch.as_tensor(labels).to(a.dtype) if key == "y" else test.arrays[key][rows]
+        arrays[key] = sparse.vstack([a, extra], format="csr") if sparse.issparse(a) else torch.cat([a, extra])
+    return ArrayDataset(arrays)
