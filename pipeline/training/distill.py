@@ -1,10 +1,11 @@
 """Distillation (`model=distill`): the saved ensemble distilled into one fast member, a LightGBM on the tabular
-features that learns the ensemble's out-of-fold predictions (log-odds for classification) instead of the labels,
-for code competitions with tight inference limits.
+features that learns the ensemble's predictions (log-odds for classification) instead of the labels, for code
+competitions with tight inference limits.
 
-Its CV stays honest: fold k's student learns the ensemble's OOF predictions of the other folds' rows only (the
-ensemble's own, nested: `teacher.teacher_oof`), stops early on fold k's soft targets, and is scored on fold k's
-true labels. Its folder is an ordinary member's (fold models in skops), so `make predict` and bundles use it.
+Its CV stays honest: fold k's student learns the other folds' rows as fold k's teacher predicts them (the ensemble
+over its members' fold-k models, which never saw fold k: `teacher.teacher_fold_train`), stops early on that
+teacher's predictions of fold k's rows (out of fold: no labels), and is scored on fold k's true labels. Its folder
+is an ordinary member's (fold models in skops), so `make predict` and bundles use it.
 """
 
 import logging
@@ -15,7 +16,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from pipeline.choices import TargetTransform, Task
-from pipeline.ensembling.teacher import teacher_oof
+from pipeline.ensembling.teacher import teacher_fold_train
 from pipeline.errors import UserError
 from pipeline.models.student import Student, soft_targets
 from pipeline.training.estimators import EARLY_STOPPING, predict_sklearn, sklearn_estimator
@@ -68,12 +69,12 @@ def fit_student(cfg, comp, targets: np.ndarray, rows: dict, threads: int) -> tup
     return res, state | {"y_scale": [0.0, 1.0], "y_range": y_range}
 
 
-def teacher_targets(prep, data) -> np.ndarray:
-    """(training rows, targets) the student learns: the saved ensemble's OOF predictions as `soft_targets`."""
-    oof = teacher_oof(prep.out_dir, data)
-    if prep.comp.task == Task.REGRESSION:
-        return soft_targets(None, oof[:, 0])
-    return soft_targets(oof)
+def teacher_targets(prep, data) -> dict[int, np.ndarray]:
+    """Per fold k: (training rows, targets) fold k's student learns, fold k's teacher's predictions as
+    `soft_targets` (NaN rows: never validated, no teacher)."""
+    regression = prep.comp.task == Task.REGRESSION
+    teachers = teacher_fold_train(prep.out_dir, data, prep.comp.train)
+    return {k: soft_targets(None, p[:, 0]) if regression else soft_targets(p) for k, p in teachers.items()}
 
 
 def run_student(cfg, prep, folder) -> list[tuple[int, dict, dict]]:
@@ -86,8 +87,8 @@ def run_student(cfg, prep, folder) -> list[tuple[int, dict, dict]]:
         if res is None:
             targets = teacher_targets(prep, cfg.data) if targets is None else targets
             seed_everything(cfg.seed * 1000 + k)
-            taught = {"train": rows["train"][np.isfinite(targets[rows["train"], 0])], "val": rows["val"]}
-            res, state = fit_student(cfg, prep.comp, targets, taught, threads)
+            taught = {"train": rows["train"][np.isfinite(targets[k][rows["train"], 0])], "val": rows["val"]}
+            res, state = fit_student(cfg, prep.comp, targets[k], taught, threads)
             folder.write_fold_model(k, state, None)
             folder.write_fold(k, res, prep.folds_meta["folds_hash"])  # last: marks the fold done
             log.info(

@@ -2,9 +2,9 @@
 gives a class with at least that probability join each fold's training rows, labelled with that class, and never its
 validation rows, so the CV still scores only true labels.
 
-Fold k's labels come from the ensemble applied to its members' fold-k models (`teacher.teacher_fold_tests`), which
-never saw fold k's validation rows: averaged over the folds, the test predictions would carry those rows' labels
-into fold k's training, and its CV would flatter the member.
+Fold k's labels come from the ensemble over its members' fold-k models (`teacher.teacher_fold_tests`), which never
+saw fold k's validation rows: averaged over the folds, the test predictions would carry those rows' labels into fold
+k's training, and its CV would flatter the member.
 """
 
 import logging
@@ -30,7 +30,7 @@ def pseudo_labels(cfg, prep) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     if not 0.0 < threshold <= 1.0:
         raise UserError(f"pseudo_labels={cfg.pseudo_labels}: give a probability in (0, 1], e.g. pseudo_labels=0.95")
     out = {}
-    for k, proba in teacher_fold_tests(prep.out_dir, prep.comp.test).items():
+    for k, proba in teacher_fold_tests(prep.out_dir, cfg.data).items():
         rows = np.flatnonzero(proba.max(axis=1) >= threshold)
         out[k] = (rows, proba[rows].argmax(axis=1))
         log.info("fold %d: %d of %d test rows pseudo-labelled (p >= %g)", k, len(rows), len(proba), threshold)
