@@ -1,6 +1,8 @@
 """Members taught by the saved ensemble: a distilled student (`model=distill`) and pseudo-labels (`pseudo_labels=`),
 each fold taught only by what never saw its validation rows; predict reproduces their test.csv."""
 
+import copy
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -8,6 +10,8 @@ from conftest import build_cfg, comp_cfg
 
 from pipeline import ensemble
 from pipeline.artifacts import CompetitionInfo, ModelFolder
+from pipeline.ensembling.scoring import evaluate_method
+from pipeline.ensembling.teacher import Teacher, teacher_fold_train
 from pipeline.errors import UserError
 from pipeline.prepare import prepare
 from pipeline.training import pseudo
@@ -73,3 +77,17 @@ def test_taught_members_without_an_ensemble_or_on_regression_are_refused(make_co
     cfg = comp_cfg(comp, *FAST, "model=tabular_lgbm", "pseudo_labels=0.9", out_dir=out)
     with pytest.raises(UserError, match=r"pseudo_labels needs a classification task"):
         train_job(cfg, prepare(cfg))
+
+
+def test_fold_teacher_on_its_own_fold_is_the_ensembles_nested_oof(make_comp, tmp_path):
+    """Fold k's teacher (the ensemble over the members' fold-k models, weights refitted without fold k) predicts fold
+    k's rows exactly as the ensemble stage's nested CV did: nothing in it saw fold k's labels."""
+    comp, out = taught(make_comp, tmp_path)
+    data = build_cfg(f"data.train_csv={comp.train_csv}", "data.target=y", "data=csv", entry="ensemble").data
+    t = Teacher.load(out, data)
+    method = copy.deepcopy(t.saved["method"])
+    method.metric = t.ctx.metric
+    nested = evaluate_method(method, t.stack, t.ctx.metric).oof
+    folds = t.ctx.folds
+    for k, pred in teacher_fold_train(out, data, pd.read_csv(comp.train_csv)).items():
+        np.testing.assert_allclose(pred[folds == k], nested[folds == k], atol=1e-6)
