@@ -4,7 +4,7 @@ share their OOF, so the ensemble fitted on it is applied to either side's test p
 (`pseudo_labels=<p>`: OOF of its own, so each side's ensemble is fitted on its own OOF).
 
     .venv/bin/python benchmarks/bench_twins.py ames refit
-    .venv/bin/python benchmarks/bench_twins.py adult pseudo --method mean
+    .venv/bin/python benchmarks/bench_twins.py adult pseudo --threshold 0.95 --method mean
 
 Reads `outputs/<name>/` (after training the members both ways); writes nothing. One JSON line per twin pair and one
 for the ensemble: CV of each side and the option's mean paired per-fold CV gain +- its SE, test score of each side
@@ -32,22 +32,23 @@ from pipeline.training.job import model_id  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def twin(cfg: DictConfig, option: str) -> DictConfig | None:
-    """The config of a member's twin without `option`, or None when the member was trained without it."""
+def twin(cfg: DictConfig, option: str, threshold: float | None) -> DictConfig | None:
+    """The config of a member's twin without `option`, or None when the member was trained without it (or, given
+    `threshold`, with other pseudo-labels)."""
     with open_dict(cfg):
         if option == "refit" and cfg.model.get("refit_full"):
             cfg.model.refit_full = False
             return cfg
-        if option == "pseudo" and cfg.get("pseudo_labels") is not None:
+        if option == "pseudo" and cfg.get("pseudo_labels") is not None and threshold in (None, cfg.pseudo_labels):
             cfg.pop("pseudo_labels"), cfg.pop("teacher")
             return cfg
     return None
 
 
-def twins(out_dir: Path, task: str, option: str) -> list[tuple[str, str]]:
+def twins(out_dir: Path, task: str, option: str, threshold: float | None) -> list[tuple[str, str]]:
     """(member without the option, member with it) for every member with it whose twin was trained."""
     names = {f.name for f in model_folders(out_dir)}
-    pairs = [(twin(f.read_config(), option), f.name) for f in model_folders(out_dir)]
+    pairs = [(twin(f.read_config(), option, threshold), f.name) for f in model_folders(out_dir)]
     pairs = [(model_id(cfg, task), name) for cfg, name in pairs if cfg is not None]
     return sorted((a, b) for a, b in pairs if a in names)
 
@@ -72,11 +73,12 @@ def main() -> None:
     p.add_argument("name", help="the demo: conf/data/<name>.yaml, outputs/<name>/")
     p.add_argument("option", choices=["refit", "pseudo"])
     p.add_argument("--method", default="weighted", help="the ensemble over either side's members")
+    p.add_argument("--threshold", type=float, help="pseudo: only the members trained with pseudo_labels=THRESHOLD")
     args = p.parse_args()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("ensemble", [f"data={args.name}", f"ensemble.method={args.method}"])
     ctx = load_context(Path(cfg.paths.output_dir), cfg.data)
-    pairs = twins(ctx.out_dir, ctx.task, args.option)
+    pairs = twins(ctx.out_dir, ctx.task, args.option, args.threshold)
     stacks = []
     for side in zip(*pairs, strict=True):  # each stack lists its members in their pairs' order (names sort alike)
         with open_dict(cfg):
