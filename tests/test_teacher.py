@@ -79,6 +79,16 @@ def test_taught_members_without_an_ensemble_or_on_regression_are_refused(make_co
         train_job(cfg, prepare(cfg))
 
 
+@pytest.mark.parametrize("value", ["1.5", "0", "high", "true"])
+def test_pseudo_labels_not_a_probability_are_refused_before_training(make_comp, tmp_path, value):
+    comp = make_comp(n_train=40, n_test=10)
+    cfg = comp_cfg(comp, *FAST, "model=tabular_lgbm", f"pseudo_labels={value}", out_dir=tmp_path / "out")
+    prep = prepare(cfg)
+    with pytest.raises(UserError, match=r"pseudo_labels=\S+: give a probability in \(0, 1\]"):
+        train_job(cfg, prep)
+    assert not (prep.out_dir / "models").exists()  # nothing written
+
+
 def test_fold_teacher_on_its_own_fold_is_the_ensembles_nested_oof(make_comp, tmp_path):
     """Fold k's teacher (the ensemble over the members' fold-k models, weights refitted without fold k) predicts fold
     k's rows exactly as the ensemble stage's nested CV did: nothing in it saw fold k's labels."""

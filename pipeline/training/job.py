@@ -315,22 +315,26 @@ def write_results(
     return metrics
 
 
-def with_teacher(cfg, out_dir):
+def with_teacher(cfg, prep: Prepared):
     """A member that learns from the saved ensemble (model.distill, pseudo_labels) records its digest as `teacher`:
     in the spec, so that a new ensemble makes a new member rather than reusing one taught by the old."""
     if not (cfg.model.get("distill", False) or cfg.get("pseudo_labels") is not None):
         return cfg
     from pipeline.ensembling.teacher import teacher_digest
+    from pipeline.training.pseudo import check_pseudo
+
+    if cfg.get("pseudo_labels") is not None:
+        check_pseudo(cfg, prep.comp.task)
 
     cfg = copy.deepcopy(cfg)
     with open_dict(cfg):
-        cfg.teacher = teacher_digest(out_dir)
+        cfg.teacher = teacher_digest(prep.out_dir)
     return cfg
 
 
 def train_job(cfg, prep: Prepared) -> dict:
     """Train one model spec over all folds (resuming finished folds) and write its folder."""
-    cfg = with_teacher(resolved(cfg), prep.out_dir)
+    cfg = with_teacher(resolved(cfg), prep)
     folder = model_folder(prep.out_dir, model_id(cfg, prep.comp.task))
     if folder.is_complete(prep.folds_meta["folds_hash"]) and not cfg.retrain:
         log.info("model %s: complete with this config and these folds, skipping (retrain=true to redo)", folder.name)

@@ -13,22 +13,30 @@ import numpy as np
 import torch
 from scipy import sparse
 
-from pipeline.choices import Task
+from pipeline.choices import BACKBONE_KINDS, Task, is_frozen
 from pipeline.errors import UserError
 from pipeline.training.loaders import ArrayDataset
 
 log = logging.getLogger(__name__)
 
 
+def check_pseudo(cfg, task: str) -> float:
+    """`pseudo_labels` as a probability, refused in one line before anything trains when it cannot be used."""
+    value = cfg.pseudo_labels
+    if task == Task.REGRESSION:
+        raise UserError("pseudo_labels needs a classification task (its confidence is a class probability): unset it")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 < value <= 1.0:
+        raise UserError(f"pseudo_labels={value}: give a probability in (0, 1], e.g. pseudo_labels=0.95")
+    if cfg.model.kind in BACKBONE_KINDS and not is_frozen(cfg.model):
+        raise UserError("pseudo_labels: a finetuned backbone does not take them (members on features do): unset it")
+    return float(value)
+
+
 def pseudo_labels(cfg, prep) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """Per fold k: (test rows, their labels as class indices) that join fold k's training rows."""
     from pipeline.ensembling.teacher import teacher_fold_tests
 
-    threshold = float(cfg.pseudo_labels)
-    if prep.comp.task == Task.REGRESSION:
-        raise UserError("pseudo_labels needs a classification task (its confidence is a class probability): unset it")
-    if not 0.0 < threshold <= 1.0:
-        raise UserError(f"pseudo_labels={cfg.pseudo_labels}: give a probability in (0, 1], e.g. pseudo_labels=0.95")
+    threshold = check_pseudo(cfg, prep.comp.task)
     out = {}
     for k, proba in teacher_fold_tests(prep.out_dir, cfg.data).items():
         rows = np.flatnonzero(proba.max(axis=1) >= threshold)

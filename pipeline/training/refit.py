@@ -45,11 +45,12 @@ def check_refit(cfg, task: str) -> None:
     if cfg.model.head.type != HeadType.SKLEARN:
         return
     node = estimator_spec(cfg.model.head, task)
-    library = estimator_target(str(node._target_), task).split(".")[0]
+    library_class = estimator_target(str(node._target_), task)
+    library = library_class.split(".")[0]
     if library not in SIZE or not node.get(EARLY_STOPPING[library][0]):
         raise UserError(
             f"model.refit_full=true needs fold models with a size to agree on (early-stopped LightGBM, XGBoost, "
-            f"CatBoost, HistGradientBoosting, or a torch head), not {node._target_}: set model.refit_full=false"
+            f"CatBoost, HistGradientBoosting, or a torch head), not {library_class}: set model.refit_full=false"
         )
 
 
