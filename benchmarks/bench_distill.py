@@ -25,7 +25,7 @@ from bench_twins import member  # noqa: E402
 from pipeline.artifacts import model_folders  # noqa: E402
 from pipeline.ensembling.members import load_stack  # noqa: E402
 from pipeline.ensembling.scoring import evaluate_method, metric_input, paired_gain  # noqa: E402
-from pipeline.ensembling.teacher import Teacher, teacher_digest  # noqa: E402
+from pipeline.training.teacher import Teacher, teacher_digest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

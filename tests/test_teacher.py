@@ -11,12 +11,12 @@ from conftest import build_cfg, comp_cfg
 from pipeline import ensemble
 from pipeline.artifacts import CompetitionInfo, ModelFolder
 from pipeline.ensembling.scoring import evaluate_method
-from pipeline.ensembling.teacher import Teacher, teacher_fold_train
 from pipeline.errors import UserError
 from pipeline.prepare import prepare
-from pipeline.training import pseudo
+from pipeline.training import job, pseudo
 from pipeline.training.job import train_job
 from pipeline.training.predictor import predict_member
+from pipeline.training.teacher import Teacher, teacher_fold_train
 
 FAST = ["trainer.progress_bar=false", "cv.n_folds=2"]
 
@@ -61,7 +61,7 @@ def test_pseudo_labels_join_each_folds_training_rows_only(make_comp, tmp_path, m
     prep = prepare(cfg)
     seen = []
     add = pseudo.with_pseudo
-    monkeypatch.setattr(pseudo, "with_pseudo", lambda ds, rows, labels: seen.append(len(rows)) or add(ds, rows, labels))
+    monkeypatch.setattr(job, "with_pseudo", lambda ds, rows, labels: seen.append(len(rows)) or add(ds, rows, labels))
     metrics = train_job(cfg, prep)
     assert "-pseudo-" in metrics["model_id"]
     assert seen == [len(comp.test)] * 2  # p >= 0.5: every test row, in each fold's training rows

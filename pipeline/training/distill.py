@@ -16,12 +16,12 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from pipeline.choices import TargetTransform, Task
-from pipeline.ensembling.teacher import teacher_fold_train
 from pipeline.errors import UserError
 from pipeline.models.student import Student, soft_targets
 from pipeline.training.estimators import EARLY_STOPPING, predict_sklearn, sklearn_estimator
 from pipeline.training.fold_inputs import fit_tabular
 from pipeline.training.targets import TARGET_TRANSFORMS, to_target
+from pipeline.training.teacher import teacher_fold_train
 
 log = logging.getLogger(__name__)
 IDENTITY = TARGET_TRANSFORMS[TargetTransform.NONE][
@@ -77,16 +77,14 @@ def teacher_targets(prep, data) -> dict[int, np.ndarray]:
     return {k: soft_targets(None, p[:, 0]) if regression else soft_targets(p) for k, p in teachers.items()}
 
 
-def run_student(cfg, prep, folder) -> list[tuple[int, dict, dict]]:
-    """Every fold's student (finished folds reused, as `job.run_folds` does); returns (k, rows, result) per fold."""
-    from pipeline.training.job import fold_rows, seed_everything
-
+def run_student(cfg, prep, folder, folds: list[tuple[int, dict]]) -> list[tuple[int, dict, dict]]:
+    """Every fold's student (`folds`: (k, rows) as `job.fold_rows` gives them; finished folds reused, as
+    `job.run_folds` does); returns (k, rows, result) per fold. LightGBM is seeded by its `random_state`."""
     targets, threads, out = None, torch.get_num_threads(), []  # the job's share of the cores (`threads`)
-    for k, rows in fold_rows(prep.folds, prep.folds_meta):
+    for k, rows in folds:
         res = folder.read_fold(k, prep.folds_meta["folds_hash"])
         if res is None:
             targets = teacher_targets(prep, cfg.data) if targets is None else targets
-            seed_everything(cfg.seed * 1000 + k)
             taught = {"train": rows["train"][np.isfinite(targets[k][rows["train"], 0])], "val": rows["val"]}
             res, state = fit_student(cfg, prep.comp, targets[k], taught, threads)
             folder.write_fold_model(k, state, None)

@@ -32,9 +32,13 @@ from pipeline.choices import (
 )
 from pipeline.models.backbones import build_backbone
 from pipeline.prepare import Prepared
+from pipeline.training.distill import run_student
 from pipeline.training.estimators import estimator_spec, estimator_target, fit_sklearn
 from pipeline.training.fold_inputs import fold_datasets
+from pipeline.training.pseudo import check_pseudo, pseudo_labels, with_pseudo
+from pipeline.training.refit import check_refit, refit_full
 from pipeline.training.targets import target_transform, to_target
+from pipeline.training.teacher import teacher_digest
 
 log = logging.getLogger(__name__)
 # do not change results (devices: each takes batch_size / devices rows, the global batch stays)
@@ -203,8 +207,6 @@ def fit_model(
     y = forward(comp.y.astype(float)) if comp.task == Task.REGRESSION else comp.y  # what the models learn
     inputs = fold_datasets(comp, backbone, cfg, rows, y, prep.out_dir / "cache")
     if pseudo is not None:
-        from pipeline.training.pseudo import with_pseudo
-
         inputs.datasets["train"] = with_pseudo(inputs.datasets, *pseudo)
     y_train = y[rows["train"]].astype(float)
     y_scale = (float(y_train.mean()), float(y_train.std() or 1.0)) if comp.task == Task.REGRESSION else (0, 1)
@@ -232,8 +234,6 @@ def run_folds(cfg, prep: Prepared, folder: ModelFolder) -> list[tuple[int, dict,
             if trains_backbone or shared is None:  # finetuning starts every fold from the pretrained weights
                 shared = build_backbone(cfg.model.kind, cfg.model.backbone)
             if cfg.get("pseudo_labels") is not None and pseudo is None:
-                from pipeline.training.pseudo import pseudo_labels
-
                 pseudo = pseudo_labels(cfg, prep)
             res, state, weights = fit_model(cfg, prep, folder, rows, k, shared, None if pseudo is None else pseudo[k])
             folder.write_fold_model(k, state, weights)
@@ -256,7 +256,6 @@ def refit(cfg, prep: Prepared, folder: ModelFolder, results: list) -> tuple[np.n
     metrics.json records of it; else (None, None): the fold models' average predicts the test rows."""
     if not cfg.model.get("refit_full", False):
         return None, None
-    from pipeline.training.refit import refit_full
 
     def fit_all(sized_cfg, rows):
         seed_everything(cfg.seed * 1000 + len(results))  # a seed no fold used
@@ -320,9 +319,6 @@ def with_teacher(cfg, prep: Prepared):
     in the spec, so that a new ensemble makes a new member rather than reusing one taught by the old."""
     if not (cfg.model.get("distill", False) or cfg.get("pseudo_labels") is not None):
         return cfg
-    from pipeline.ensembling.teacher import teacher_digest
-    from pipeline.training.pseudo import check_pseudo
-
     if cfg.get("pseudo_labels") is not None:
         check_pseudo(cfg, prep.comp.task)
 
@@ -343,16 +339,12 @@ def train_job(cfg, prep: Prepared) -> dict:
         for f in folder.fold_files():
             f.unlink()
     if cfg.model.get("refit_full", False):
-        from pipeline.training.refit import check_refit
-
         check_refit(cfg, prep.comp.task)  # before any fold trains
     start = time.time()
     folder.write_config(cfg)
     log.info("model %s: training %d folds -> %s", folder.name, len(fold_rows(prep.folds, prep.folds_meta)), folder.path)
     if cfg.model.get("distill", False):
-        from pipeline.training.distill import run_student
-
-        results = run_student(cfg, prep, folder)
+        results = run_student(cfg, prep, folder, fold_rows(prep.folds, prep.folds_meta))
     else:
         results = run_folds(cfg, prep, folder)
     metrics = write_results(cfg, prep, folder, results, time.time() - start, refit(cfg, prep, folder, results))

@@ -16,6 +16,7 @@ from scipy import sparse
 from pipeline.choices import BACKBONE_KINDS, Task, is_frozen
 from pipeline.errors import UserError
 from pipeline.training.loaders import ArrayDataset
+from pipeline.training.teacher import teacher_fold_tests
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,6 @@ def check_pseudo(cfg, task: str) -> float:
 
 def pseudo_labels(cfg, prep) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """Per fold k: (test rows, their labels as class indices) that join fold k's training rows."""
-    from pipeline.ensembling.teacher import teacher_fold_tests
-
     threshold = check_pseudo(cfg, prep.comp.task)
     out = {}
     for k, proba in teacher_fold_tests(prep.out_dir, cfg.data).items():

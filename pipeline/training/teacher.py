@@ -18,10 +18,11 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
-from pipeline.artifacts import ModelFolder, model_folder
+from pipeline.artifacts import CompetitionInfo, ModelFolder, model_folder
 from pipeline.ensembling.members import Context, Stack, add_features, load_context, load_stack
 from pipeline.ensembling.saved import ENSEMBLE_FILE, load_ensemble, needed_members
 from pipeline.errors import UserError
+from pipeline.training.predictor import predict_folds
 
 
 def teacher_digest(out_dir: Path) -> str:
@@ -80,9 +81,6 @@ class Teacher:
 def teacher_fold_train(out_dir: Path, data, train: pd.DataFrame) -> dict[int, np.ndarray]:
     """Per fold k: (training rows, columns), fold k's teacher's predictions of the training rows (NaN on rows that
     are never validated, which have no OOF prediction to refit the ensemble's weights on)."""
-    from pipeline.artifacts import CompetitionInfo
-    from pipeline.training.predictor import predict_folds
-
     t = Teacher.load(out_dir, data)
     info, rows = CompetitionInfo.read(out_dir), train[t.ctx.validated].reset_index(drop=True)
     preds = {}
