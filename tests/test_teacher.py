@@ -12,6 +12,7 @@ from pipeline import ensemble
 from pipeline.artifacts import CompetitionInfo, ModelFolder
 from pipeline.ensembling.scoring import evaluate_method
 from pipeline.errors import UserError
+from pipeline.models.student import Student, soft_targets
 from pipeline.prepare import prepare
 from pipeline.training import job, pseudo
 from pipeline.training.job import train_job
@@ -101,3 +102,21 @@ def test_fold_teacher_on_its_own_fold_is_the_ensembles_nested_oof(make_comp, tmp
     folds = t.ctx.folds
     for k, pred in teacher_fold_train(out, data, pd.read_csv(comp.train_csv)).items():
         np.testing.assert_allclose(pred[folds == k], nested[folds == k], atol=1e-6)
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_student_reads_its_soft_targets_back_as_the_teachers_probabilities(n_classes):
+    """A student whose regressors predicted its targets exactly gives back the teacher's probabilities."""
+    proba = np.random.default_rng(0).dirichlet(np.ones(n_classes), 50)
+    targets = soft_targets(proba)
+
+    class Exact:  # a regressor that predicts column c of the targets
+        def __init__(self, c):
+            self.c = c
+
+        def predict(self, X):
+            return targets[X[:, 0].astype(int), self.c]
+
+    student = Student([Exact(c) for c in range(targets.shape[1])], n_classes)
+    rows = np.arange(50)[:, None]
+    np.testing.assert_allclose(student.predict_proba(rows), np.clip(proba, 1e-6, 1 - 1e-6), atol=1e-6)

@@ -47,7 +47,8 @@ class Teacher:
         ctx = load_context(out_dir, data)
         select = {"include": saved["members"], "exclude": [], "skip_invalid": False, "inner_folds": 5, "seed": 0}
         stack = load_stack(ctx, OmegaConf.create(select))
-        if getattr(saved["method"], "features", None):
+        numeric, categorical = getattr(saved["method"], "features", ([], []))  # stacking's passthrough, level 2's
+        if numeric or categorical:
             add_features(stack, ctx)
         return cls(saved, ctx, stack)
 
