@@ -21,6 +21,7 @@ from omegaconf import OmegaConf, open_dict
 from pipeline.artifacts import ModelFolder, model_folder
 from pipeline.choices import (
     BACKBONE_KINDS,
+    REGRESSIONS,
     CVScheme,
     Encoding,
     HeadType,
@@ -182,6 +183,12 @@ def fit_fold(cfg, comp, backbone, inputs, k: int, path, y_scale: tuple[float, fl
     return train_fold(cfg, comp, backbone, inputs.datasets, inputs.in_dim, k, path, y_scale)
 
 
+def target_scale(y_train: np.ndarray) -> tuple:
+    """(mean, std) of the fold's training targets, per target when there are several (a constant one: std 1)."""
+    std = y_train.std(0)
+    return y_train.mean(0).tolist(), np.where(std > 0, std, 1.0).tolist()
+
+
 def run_folds(cfg, prep: Prepared, folder: ModelFolder) -> list[tuple[int, dict, dict]]:
     """Train (or reload) every fold; returns (k, rows, result) per fold."""
     comp, out, shared = prep.comp, [], None
@@ -199,10 +206,10 @@ def run_folds(cfg, prep: Prepared, folder: ModelFolder) -> list[tuple[int, dict,
             backbone = shared
             inputs = fold_datasets(comp, backbone, cfg, rows, y, prep.out_dir / "cache")
             y_train = y[rows["train"]].astype(float)
-            y_scale = (float(y_train.mean()), float(y_train.std() or 1.0)) if comp.task == Task.REGRESSION else (0, 1)
+            y_scale = target_scale(y_train) if comp.task in REGRESSIONS else (0, 1)
             res = fit_fold(cfg, comp, backbone, inputs, k, folder.path, y_scale)
             res["test_seconds"] += inputs.test_seconds  # the test rows' features count as predicting them
-            y_range = (float(y_train.min()), float(y_train.max())) if comp.task == Task.REGRESSION else None
+            y_range = (y_train.min(0).tolist(), y_train.max(0).tolist()) if comp.task in REGRESSIONS else None
             res |= {p: to_target(res[p], y_range, inverse) for p in ("val", "test")}
             model = res.pop("model")
             state = inputs.fitted | {"y_scale": list(y_scale), "y_range": y_range}
