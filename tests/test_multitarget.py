@@ -200,3 +200,15 @@ def test_networks_train_one_head_for_every_target(make_comp, make_cfg, out_dir) 
         ensemble.main(build_cfg(*_data(comp, out_dir / name, target), entry="ensemble"))
         sub = pd.read_csv(out_dir / name / "submission.csv")
         assert list(sub.columns)[1:] == prep.comp.classes and len(sub) == 20
+
+
+def test_a_custom_metric_reads_the_label_matrix(tmp_path, monkeypatch) -> None:
+    (tmp_path / "mlmetrics.py").write_text(
+        "import numpy as np\n\ndef exact(y, p):\n    return float((y == p).all(axis=1).mean())\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    exact = get_metric({"_target_": "mlmetrics.exact", "greater_is_better": True, "needs": "label"}, "multilabel")
+    y = np.array([[1, 0], [0, 1], [1, 1]])
+    assert exact(y, np.array([[0.9, 0.2], [0.1, 0.7], [0.6, 0.4]])) == pytest.approx(2 / 3)
+    with pytest.raises(UserError, match="a multilabel task needs proba or label"):
+        get_metric({"_target_": "mlmetrics.exact", "greater_is_better": True, "needs": "value"}, "multilabel")

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from iterstrat.ml_stratifiers import MultilabelStratifiedKFold, MultilabelStratifiedShuffleSplit
 from sklearn.model_selection import GroupKFold, KFold, StratifiedKFold, TimeSeriesSplit, train_test_split
 
 from pipeline.artifacts import read_json, write_csv, write_json
@@ -140,6 +139,8 @@ def assign_folds(settings: dict, comp: Competition) -> np.ndarray:
     _check(settings, comp)
     scheme, rows = settings["scheme"], np.arange(len(comp.y))
     fold = np.full(len(rows), HOLDOUT_TRAIN_ONLY)
+    from iterstrat.ml_stratifiers import MultilabelStratifiedKFold, MultilabelStratifiedShuffleSplit  # multilabel only
+
     if scheme == "holdout" and comp.task == Task.MULTILABEL:
         split = MultilabelStratifiedShuffleSplit(1, test_size=settings["val_fraction"], random_state=settings["seed"])
         fold[next(split.split(rows, comp.y))[1]] = 0
