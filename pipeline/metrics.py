@@ -65,11 +65,12 @@ def _rmsle(y: np.ndarray, p: np.ndarray) -> float:
     return skm.root_mean_squared_log_error(y, np.clip(p, 0, None))
 
 
-def _per_target(fn: Callable) -> Callable[[np.ndarray, np.ndarray], float]:
-    """The mean of a one-target metric over the columns (multilabel AUC: the labels with both values present)."""
+def _per_target(fn: Callable, both: bool = False) -> Callable[[np.ndarray, np.ndarray], float]:
+    """The mean of a one-target metric over the columns; `both`: over the labels with both values among the rows
+    scored (an AUC needs a positive and a negative row)."""
 
     def score(y: np.ndarray, p: np.ndarray) -> float:
-        cols = [k for k in range(y.shape[1]) if len(np.unique(y[:, k])) > 1 or fn is not skm.roc_auc_score]
+        cols = [k for k in range(y.shape[1]) if not both or len(np.unique(y[:, k])) > 1]
         return float(np.mean([fn(y[:, k], p[:, k]) for k in cols])) if cols else float("nan")
 
     return score
@@ -111,7 +112,7 @@ _ML, _MR = ("multilabel",), ("multiregression",)
 MULTI_METRICS: dict[str, Metric] = {
     m.name: m
     for m in [
-        Metric("roc_auc", _per_target(skm.roc_auc_score), True, _ML, True),
+        Metric("roc_auc", _per_target(skm.roc_auc_score, both=True), True, _ML, True),
         Metric("logloss", _per_target(_logloss), False, _ML, True),
         Metric("f1_micro", _f1_multilabel("micro"), True, _ML, False),  # scored on probabilities, submitted as 0/1
         Metric("f1_macro", _f1_multilabel("macro"), True, _ML, False),
