@@ -67,9 +67,9 @@ class CompetitionInfo:
 
     task: str
     metric: str | dict  # a metric's name, or a custom metric's {_target_, greater_is_better, needs}
-    classes: list | None  # original labels (classes[i] is encoded as i); None for regression
+    classes: list | None  # original labels (classes[i] is encoded as i); None for regression; several targets: names
     id_col: str
-    target: str
+    target: str | list[str]  # a list: several target columns (multilabel, multiregression)
     train_csv: str
     test_csv: str | None = None  # older outputs lack it: the ensemble stage falls back to data.test_csv
     n_train: int
@@ -83,6 +83,12 @@ class CompetitionInfo:
     text_col: str | None = None
     datetime_cols: dict[str, str] = field(default_factory=dict)  # date columns: {column: format} (older: none)
     text_sources: list[str] = field(default_factory=list)  # several text columns, which text_col joins
+    label_sep: str | None = None  # multilabel: `target` holds labels joined by it
+
+    @property
+    def target_cols(self) -> list[str]:
+        """The target's columns in the training file: one, or several (multilabel, multiregression)."""
+        return [self.target] if isinstance(self.target, str) else list(self.target)
 
     @property
     def columns(self) -> list[str]:
@@ -212,7 +218,8 @@ class ModelFolder:
 
             atomic_write(stem.with_suffix(".pt"), lambda tmp: torch.save(weights, tmp))
         est = state.get("estimator")
-        if type(est).__module__.startswith(TORCH_ESTIMATORS):
+        first = est[0] if isinstance(est, list) else est  # several targets: one estimator each
+        if type(first).__module__.startswith(TORCH_ESTIMATORS):
             types = dump_torch(est, stem.with_suffix(".estimator.pt"))
             state = state | {"estimator": None, "estimator_types": types}
         dump_safe(state, stem.with_suffix(".skops"))

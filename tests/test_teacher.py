@@ -76,7 +76,7 @@ def test_taught_members_without_an_ensemble_or_on_regression_are_refused(make_co
     with pytest.raises(UserError, match=r"ensemble\.skops not found.*make ensemble"):
         train_job(cfg, prepare(cfg))
     cfg = comp_cfg(comp, *FAST, "model=tabular_lgbm", "pseudo_labels=0.9", out_dir=out)
-    with pytest.raises(UserError, match=r"pseudo_labels needs a classification task"):
+    with pytest.raises(UserError, match=r"pseudo_labels needs a one-target classification task"):
         train_job(cfg, prepare(cfg))
 
 
@@ -98,7 +98,7 @@ def test_fold_teacher_on_its_own_fold_is_the_ensembles_nested_oof(make_comp, tmp
     t = Teacher.load(out, data)
     method = copy.deepcopy(t.saved["method"])
     method.metric = t.ctx.metric
-    nested = evaluate_method(method, t.stack, t.ctx.metric).oof
+    nested = evaluate_method(method, t.stack, t.ctx.metric).oof_pred
     folds = t.ctx.folds
     for k, pred in teacher_fold_train(out, data, pd.read_csv(comp.train_csv)).items():
         np.testing.assert_allclose(pred[folds == k], nested[folds == k], atol=1e-6)

@@ -46,7 +46,7 @@ class Entry:
     test_pred: np.ndarray  # (test rows, columns)
     method: Method | None = None  # the method refitted on all OOF rows
     seconds: float = 0.0
-    oof: np.ndarray | None = None  # (validated rows, columns): a method's nested out-of-fold predictions
+    oof_pred: np.ndarray | None = None  # (validated rows, columns): a member's OOF, a method's nested-CV OOF
 
 
 def metric_input(pred: np.ndarray) -> np.ndarray:
@@ -78,7 +78,7 @@ def _test_score(metric: Metric, stack: Stack, pred: np.ndarray) -> float | None:
 def _member_entry(name: str, oof: np.ndarray, test: np.ndarray, stack: Stack, metric: Metric) -> Entry:
     s = score(metric, stack.y, oof, stack.folds)
     s.test = _test_score(metric, stack, test)
-    return Entry("member", name, s, test)
+    return Entry("member", name, s, test, oof_pred=oof)
 
 
 def evaluate_members(stack: Stack, metric: Metric, n_jobs: int = 1) -> list[Entry]:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from pipeline.choices import TargetTransform, Task
+from pipeline.choices import MULTI, TargetTransform, Task
 from pipeline.errors import UserError
 from pipeline.models.student import Student, soft_targets
 from pipeline.training.estimators import EARLY_STOPPING, predict_sklearn, sklearn_estimator
@@ -67,6 +67,11 @@ def fit_student(cfg, comp, targets: np.ndarray, rows: dict, threads: int) -> tup
     res |= {"seconds": time.time() - start, "test_seconds": time.time() - tick + tab.seconds}
     state = {"tab": tab.fitted, "in_dim": tab.dim, "estimator": student, "categorical": []}
     return res, state | {"y_scale": [0.0, 1.0], "y_range": y_range}
+
+
+def check_distill(task: str) -> None:
+    if task in MULTI:
+        raise UserError(f"model=distill distills one target (classes or a value), not a {task} task")
 
 
 def teacher_targets(prep, data) -> dict[int, np.ndarray]:

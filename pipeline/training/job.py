@@ -21,6 +21,7 @@ from omegaconf import OmegaConf, open_dict
 from pipeline.artifacts import ModelFolder, model_folder
 from pipeline.choices import (
     BACKBONE_KINDS,
+    REGRESSIONS,
     CVScheme,
     Encoding,
     HeadType,
@@ -32,7 +33,7 @@ from pipeline.choices import (
 )
 from pipeline.models.backbones import build_backbone
 from pipeline.prepare import Prepared
-from pipeline.training.distill import run_student
+from pipeline.training.distill import check_distill, run_student
 from pipeline.training.estimators import estimator_spec, estimator_target, fit_sklearn
 from pipeline.training.fold_inputs import fold_datasets
 from pipeline.training.pseudo import check_pseudo, pseudo_labels, with_pseudo
@@ -196,6 +197,12 @@ def fit_fold(cfg, comp, backbone, inputs, k: int, path, y_scale: tuple[float, fl
     return train_fold(cfg, comp, backbone, inputs.datasets, inputs.in_dim, k, path, y_scale)
 
 
+def target_scale(y_train: np.ndarray) -> tuple:
+    """(mean, std) of the fold's training targets, per target when there are several (a constant one: std 1)."""
+    std = y_train.std(0)
+    return y_train.mean(0).tolist(), np.where(std > 0, std, 1.0).tolist()
+
+
 def fit_model(
     cfg, prep: Prepared, folder: ModelFolder, rows: dict, k, backbone, pseudo: tuple | None = None
 ) -> tuple[dict, dict, dict | None]:
@@ -209,10 +216,10 @@ def fit_model(
     if pseudo is not None:
         inputs.datasets["train"] = with_pseudo(inputs.datasets, *pseudo)
     y_train = y[rows["train"]].astype(float)
-    y_scale = (float(y_train.mean()), float(y_train.std() or 1.0)) if comp.task == Task.REGRESSION else (0, 1)
+    y_scale = target_scale(y_train) if comp.task in REGRESSIONS else (0, 1)
     res = fit_fold(cfg, comp, backbone, inputs, k, folder.path, y_scale)
     res["test_seconds"] += inputs.test_seconds  # the test rows' features count as predicting them
-    y_range = (float(y_train.min()), float(y_train.max())) if comp.task == Task.REGRESSION else None
+    y_range = (y_train.min(0).tolist(), y_train.max(0).tolist()) if comp.task in REGRESSIONS else None
     res |= {p: to_target(res[p], y_range, inverse) for p in ("val", "test")}
     model = res.pop("model")
     state = inputs.fitted | {"y_scale": list(y_scale), "y_range": y_range}
@@ -321,6 +328,8 @@ def with_teacher(cfg, prep: Prepared):
         return cfg
     if cfg.get("pseudo_labels") is not None:
         check_pseudo(cfg, prep.comp.task)
+    if cfg.model.get("distill", False):
+        check_distill(prep.comp.task)
 
     cfg = copy.deepcopy(cfg)
     with open_dict(cfg):

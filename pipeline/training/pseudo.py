@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from scipy import sparse
 
-from pipeline.choices import BACKBONE_KINDS, Task, is_frozen
+from pipeline.choices import BACKBONE_KINDS, MULTI, Task, is_frozen
 from pipeline.errors import UserError
 from pipeline.training.loaders import ArrayDataset
 from pipeline.training.teacher import teacher_fold_tests
@@ -24,8 +24,11 @@ log = logging.getLogger(__name__)
 def check_pseudo(cfg, task: str) -> float:
     """`pseudo_labels` as a probability, refused in one line before anything trains when it cannot be used."""
     value = cfg.pseudo_labels
-    if task == Task.REGRESSION:
-        raise UserError("pseudo_labels needs a classification task (its confidence is a class probability): unset it")
+    if task in (Task.REGRESSION, *MULTI):
+        raise UserError(
+            f"pseudo_labels needs a one-target classification task (its confidence is a class probability), not {task}:"
+            " unset it"
+        )
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 < value <= 1.0:
         raise UserError(f"pseudo_labels={value}: give a probability in (0, 1], e.g. pseudo_labels=0.95")
     if cfg.model.kind in BACKBONE_KINDS and not is_frozen(cfg.model):

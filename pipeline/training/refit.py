@@ -15,7 +15,7 @@ import numpy as np
 from omegaconf import open_dict
 
 from pipeline.artifacts import ModelFolder
-from pipeline.choices import HeadType
+from pipeline.choices import MULTI, HeadType
 from pipeline.errors import UserError
 from pipeline.training.estimators import EARLY_STOPPING, estimator_spec, estimator_target
 
@@ -42,6 +42,8 @@ def check_refit(cfg, task: str) -> None:
     """Refuse, before any fold trains, a member whose fold models have no size to agree on."""
     if cfg.model.get("distill", False) or cfg.get("pseudo_labels") is not None:
         raise UserError("model.refit_full=true is for members on the labels, not model=distill or pseudo_labels")
+    if task in MULTI:
+        raise UserError(f"model.refit_full=true is for one target, not a {task} task: set model.refit_full=false")
     if cfg.model.head.type != HeadType.SKLEARN:
         return
     node = estimator_spec(cfg.model.head, task)
