@@ -2,6 +2,7 @@
 table printed after every run lists each trained member of a competition with its CV score."""
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -89,11 +90,15 @@ RATIO_RANGE = (0.1, 20.0)
 
 
 def _kind(m: Member) -> str:
-    """The member's model preset, with its finetune mode where it sets one: frozen heads and finetunes of one
-    backbone differ ~45x in cost (COST), and a misestimate of one says little about the other."""
+    """The member's model preset, with its finetune mode and its head's estimator class where it sets them: frozen
+    heads and finetunes of one backbone differ ~45x in cost (COST), LightGBM and a linear model on the same
+    embeddings ~20x, and a misestimate of one says little about the other."""
     model = next((o.split("=", 1)[1] for o in m.overrides if _key(o) == "model"), "default")
     finetune = next((o.split("=", 1)[1] for o in m.overrides if _key(o) == "model.finetune"), None)
-    return f"{model}/{finetune}" if finetune else model
+    head = next((o for o in m.overrides if _key(o) == "model.head.estimator"), "")
+    head = re.search(r"_target_:\s*([\w.]+)", head)
+    kind = f"{model}/{finetune}" if finetune else model
+    return f"{kind}/{head.group(1).rsplit('.', 1)[-1]}" if head else kind
 
 
 class Zoo:
