@@ -26,7 +26,7 @@ def scored(folder: Path, name: str, labels: pd.DataFrame) -> tuple[np.ndarray, n
     meta = json.loads((folder / "metrics.json").read_text())
     pred = pd.read_csv(folder / name).set_index(labels.columns[0]).loc[labels.iloc[:, 0]]
     classes = [str(c) for c in meta["classes"]]
-    y = np.searchsorted(classes, labels.iloc[:, -1].astype(str).to_numpy())
+    y = labels.iloc[:, -1].astype(str).map({c: i for i, c in enumerate(classes)}).to_numpy()  # as encoded
     return pred[classes].to_numpy(float), y
 
 
