@@ -38,7 +38,8 @@ class Net(Outputs, L.LightningModule):
         super().__init__()
         self.backbone, self.head, self.loss_fn, self.metric = backbone, head, loss, metric
         self.optimizer_factory, self.scheduler_cfg = optimizer, scheduler_cfg
-        self.lr = optimizer.keywords["lr"]  # the head's LR; Lightning's LR finder (trainer.lr_find) sets it
+        # the head's LR, which the LR finder (trainer.lr_find) replaces; no optimizer: a Net that only runs forward
+        self.lr = optimizer.keywords["lr"] if optimizer is not None else None
         self.mixup = mixup  # timm's Mixup (mixup / cutmix of images and their one-hot labels) or None
         if mixup is not None:  # mixed images have soft labels (timm imported only then)
             from timm.loss import SoftTargetCrossEntropy
