@@ -58,7 +58,7 @@ advise: $(STAMP) ## check a training config against the rules of thumb without t
 prepare: $(STAMP) ## only the data stage: validate the data and build/reuse folds.csv
 	$(PY) -m pipeline.prepare $(ARGS)
 
-data: $(STAMP) ## write the demo competitions (mnist, rotten, adult, ames, tweets) under data/
+data: $(STAMP) ## write the demo competitions (mnist, rotten, adult, ames, tweets, movies) under data/
 	$(PY) -m pipeline.data.demos
 
 test: $(STAMP) ## run the test suite (the report's rendering test needs `make browser`, else it skips)

@@ -67,9 +67,9 @@ class CompetitionInfo:
 
     task: str
     metric: str | dict  # a metric's name, or a custom metric's {_target_, greater_is_better, needs}
-    classes: list | None  # original labels (classes[i] is encoded as i); None for regression
+    classes: list | None  # original labels (classes[i] is encoded as i); None for regression; several targets: names
     id_col: str
-    target: str
+    target: str | list[str]  # a list: several target columns (multilabel, multiregression)
     train_csv: str
     test_csv: str | None = None  # older outputs lack it: the ensemble stage falls back to data.test_csv
     n_train: int
@@ -83,6 +83,12 @@ class CompetitionInfo:
     text_col: str | None = None
     datetime_cols: dict[str, str] = field(default_factory=dict)  # date columns: {column: format} (older: none)
     text_sources: list[str] = field(default_factory=list)  # several text columns, which text_col joins
+    label_sep: str | None = None  # multilabel: `target` holds labels joined by it
+
+    @property
+    def target_cols(self) -> list[str]:
+        """The target's columns in the training file: one, or several (multilabel, multiregression)."""
+        return [self.target] if isinstance(self.target, str) else list(self.target)
 
     @property
     def columns(self) -> list[str]:
@@ -117,9 +123,11 @@ class CompetitionInfo:
 #                  image statistics, target scaling) and a fitted estimator, in skops format with library versions
 #   folds/fold<k>.pt    a torch model's weights (head, and the backbone when it was finetuned)
 #   folds/fold<k>.estimator.pt  an estimator that holds torch modules (pytabkit's), which skops cannot write
+#   folds/refit.skops (.pt, .estimator.pt)  with model.refit_full: the model refitted on every training row, as a
+#                  fold model is saved; it alone predicts new rows (pipeline/training/refit.py)
 #   oof.csv        id column, then one probability column per class (class names as headers) or `prediction`;
 #                  each training row predicted by the fold model that never saw it
-#   test.csv       the same columns for the test rows, averaged over the fold models
+#   test.csv       the same columns for the test rows, averaged over the fold models (or the refit model's)
 #   history.csv    one row per fold and epoch (losses, scores, monitors)
 #   advice.json    the advisor's findings before and after training
 #   metrics.json   CV score, fold scores, task, classes, folds_hash... written LAST: it marks the folder complete
@@ -178,26 +186,53 @@ class ModelFolder:
     def write_fold_model(self, k: int, state: dict, weights: dict | None) -> None:
         """What fold k needs to predict new rows: its fitted preprocessing and estimator (`state`, skops) and a
         torch model's weights (`weights`, a state dict)."""
-        if weights is not None:
-            import torch  # heavy: only where a model is written
-
-            atomic_write(self.fold(k).with_suffix(".pt"), lambda tmp: torch.save(weights, tmp))
-        est = state.get("estimator")
-        if type(est).__module__.startswith(TORCH_ESTIMATORS):
-            types = dump_torch(est, self.fold(k).with_suffix(".estimator.pt"))
-            state = state | {"estimator": None, "estimator_types": types}
-        dump_safe(state, self.fold(k).with_suffix(".skops"))
+        self._write_model(self.fold(k), state, weights)
 
     def read_fold_model(self, k: int) -> tuple[dict, dict | None]:
         """(state, weights) of fold k, refused in one line when missing or made by other library versions."""
-        path = self.fold(k).with_suffix(".skops")
+        return self._read_model(self.fold(k))
+
+    @property
+    def refit(self) -> Path:  # the stem of the refit model's files, as fold(k) is a fold's
+        return self.path / "folds" / "refit.npz"
+
+    def has_refit(self) -> bool:
+        return self.refit.with_suffix(".skops").is_file()
+
+    def write_refit_model(self, state: dict, weights: dict | None) -> None:
+        """The model refitted on every training row (model.refit_full), saved as a fold model is."""
+        self._write_model(self.refit, state, weights)
+
+    def read_refit_model(self) -> tuple[dict, dict | None]:
+        return self._read_model(self.refit)
+
+    def model_files(self) -> list[Path]:
+        """Every file that predicting new rows reads (what a bundle copies): fold models and the refit model."""
+        folds = self.path / "folds"
+        refit = [self.refit.with_suffix(s) for s in (".skops", ".pt", ".estimator.pt")]
+        return sorted(folds.glob("fold*.skops")) + sorted(folds.glob("fold*.pt")) + [p for p in refit if p.is_file()]
+
+    def _write_model(self, stem: Path, state: dict, weights: dict | None) -> None:
+        if weights is not None:
+            import torch  # heavy: only where a model is written
+
+            atomic_write(stem.with_suffix(".pt"), lambda tmp: torch.save(weights, tmp))
+        est = state.get("estimator")
+        first = est[0] if isinstance(est, list) else est  # several targets: one estimator each
+        if type(first).__module__.startswith(TORCH_ESTIMATORS):
+            types = dump_torch(est, stem.with_suffix(".estimator.pt"))
+            state = state | {"estimator": None, "estimator_types": types}
+        dump_safe(state, stem.with_suffix(".skops"))
+
+    def _read_model(self, stem: Path) -> tuple[dict, dict | None]:
+        path = stem.with_suffix(".skops")
         if not path.is_file():
             raise UserError(f"{path} not found: {self.name} was trained before fold models were saved; retrain it")
         state = load_safe(path)
         check_versions(state["versions"], path)
         if state.get("estimator_types"):
-            state["estimator"] = load_torch(self.fold(k).with_suffix(".estimator.pt"), state["estimator_types"])
-        pt = self.fold(k).with_suffix(".pt")
+            state["estimator"] = load_torch(stem.with_suffix(".estimator.pt"), state["estimator_types"])
+        pt = stem.with_suffix(".pt")
         if not pt.is_file():
             return state, None
         import torch

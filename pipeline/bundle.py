@@ -53,7 +53,9 @@ def finetuned_image(cfg: DictConfig) -> bool:
 
 
 def copy_member(src: Path, dest: Path, weights: dict[str, str]) -> None:
-    """The files prediction reads: config.yaml (weights paths made bundle-relative), metrics.json, fold models."""
+    """The files prediction reads: config.yaml (weights paths made bundle-relative), metrics.json, fold models (and
+    a refit model)."""
+    from pipeline.artifacts import ModelFolder
     from pipeline.models.weights import resolve_path
 
     cfg = OmegaConf.load(src / "config.yaml")
@@ -69,7 +71,7 @@ def copy_member(src: Path, dest: Path, weights: dict[str, str]) -> None:
     (dest / "folds").mkdir(parents=True)
     OmegaConf.save(cfg, dest / "config.yaml")
     shutil.copy2(src / "metrics.json", dest / "metrics.json")
-    for f in sorted((src / "folds").glob("fold*.skops")) + sorted((src / "folds").glob("fold*.pt")):
+    for f in ModelFolder(src).model_files():
         shutil.copy2(f, dest / "folds" / f.name)
 
 

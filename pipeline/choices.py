@@ -15,6 +15,12 @@ class Task(StrEnum):
     BINARY = "binary"
     MULTICLASS = "multiclass"
     REGRESSION = "regression"
+    MULTILABEL = "multilabel"  # several 0/1 labels per row: data.target=[a,b,c], or one column and data.label_sep
+    MULTIREGRESSION = "multiregression"  # several numeric targets: data.target=[y1,y2]
+
+
+MULTI = (Task.MULTILABEL, Task.MULTIREGRESSION)  # one prediction column per target; the members fit each target
+REGRESSIONS = (Task.REGRESSION, Task.MULTIREGRESSION)  # values, not probabilities
 
 
 class CVScheme(StrEnum):

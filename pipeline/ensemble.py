@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 def main(cfg: DictConfig) -> None:
     """Validate the members, score members and methods out of fold, choose what to submit, write the outputs."""
     # the stage's code (numpy, pandas, scikit-learn) loads only when work starts: `--help` answers at once
+    from pipeline.choices import Task
     from pipeline.data.folds import check_folds_file
     from pipeline.ensembling.members import load_context, load_stack
     from pipeline.ensembling.methods import Selected
@@ -29,6 +30,7 @@ def main(cfg: DictConfig) -> None:
     from pipeline.ensembling.registry import build_methods
     from pipeline.ensembling.scoring import choose, evaluate_members, evaluate_method
     from pipeline.ensembling.submission import apply_command_line, build_submission
+    from pipeline.metrics import choose_thresholds
 
     with user_errors():
         check_folds_file(Path(cfg.paths.output_dir))  # folds.csv is the file folds.json describes
@@ -48,6 +50,8 @@ def main(cfg: DictConfig) -> None:
         if honest:
             log.info("the best member chosen out of fold: CV %.5f +- %.5f", honest.score.cv_mean, honest.score.cv_std)
         chosen = choose(entries if auto else scored, ctx.metric, cfg.ensemble.select, honest)
+        if ctx.task == Task.MULTILABEL:  # the labels a submission of 0/1 holds: thresholds chosen out of fold
+            ctx.thresholds = choose_thresholds(stack.y, chosen.oof_pred).tolist()
         submission = build_submission(chosen.test_pred, stack.test_ids, ctx)
         board = leaderboard(entries, chosen, ctx.metric, with_test=stack.test_y is not None)
         path = write_ensemble(ctx, stack, entries, chosen, submission, board)

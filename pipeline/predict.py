@@ -65,13 +65,13 @@ def check_rows(test, info: CompetitionInfo, path: Path, image_dir: str | None, d
     return folder
 
 
-def submission(pred, ids, info: CompetitionInfo, sample_path: str | None, out_dir: Path):
+def submission(pred, ids, info: CompetitionInfo, sample_path: str | None, out_dir: Path, thresholds=None):
     """In the sample's format: its id order when it holds exactly these ids, else theirs in the file's order."""
     from pipeline.data.contract import read_csv
     from pipeline.ensembling.members import Format
     from pipeline.ensembling.submission import default_format, fill_sample, sample_for
 
-    fmt = Format.of(info)
+    fmt = Format.of(info, thresholds)
     if not sample_path:
         return default_format(pred, ids, fmt)
     if not Path(sample_path).is_absolute() and (out_dir / sample_path).is_file():  # a bundle's own copy
@@ -123,7 +123,12 @@ def main(cfg: DictConfig) -> None:
         image_dir = check_rows(test, info, Path(test_csv), p.image_dir, data)
         pred = predict_rows(out_dir, info, saved, test, image_dir)
         sub = submission(
-            pred, test[info.id_col].to_numpy(), info, p.sample_submission or info.sample_submission, out_dir
+            pred,
+            test[info.id_col].to_numpy(),
+            info,
+            p.sample_submission or info.sample_submission,
+            out_dir,
+            saved.get("thresholds"),
         )
         write_csv(sub, Path(p.output))
         print(f"predictions ({saved['name']}, {len(saved['members'])} members, {len(test)} rows): {p.output}")

@@ -12,6 +12,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from pipeline.artifacts import COMPETITION, CompetitionInfo
+from pipeline.choices import Task
 from pipeline.cli import cli
 from pipeline.data.contract import Competition, is_numeric, load_competition
 from pipeline.data.folds import load_or_build_folds
@@ -65,6 +66,7 @@ def competition_info(comp: Competition, meta: dict) -> CompetitionInfo:
         text_col=comp.text_col,
         datetime_cols=comp.datetime_cols,
         text_sources=comp.text_sources,
+        label_sep=comp.label_sep,
     )
 
 
@@ -77,11 +79,11 @@ def prepare(cfg: DictConfig) -> Prepared:
     clean_temp_files(out_dir)  # of killed runs, when no other run of this competition is alive
     folds, meta = load_or_build_folds(cfg.cv, comp, out_dir)
     competition_info(comp, meta).write(out_dir / COMPETITION)
-    counts = (
-        ""
-        if comp.classes is None
-        else ", classes " + ", ".join(f"{c}: {n}" for c, n in zip(comp.classes, np.bincount(comp.y), strict=True))
-    )
+    counts = ""
+    if comp.task == Task.MULTILABEL:
+        counts = ", positives " + ", ".join(f"{c}: {n}" for c, n in zip(comp.classes, comp.y.sum(0), strict=True))
+    elif comp.classes is not None and comp.task != Task.MULTIREGRESSION:
+        counts = ", classes " + ", ".join(f"{c}: {n}" for c, n in zip(comp.classes, np.bincount(comp.y), strict=True))
     log.info(
         "data: %d train rows, %d test rows, %d tabular features%s%s; metric %s",
         len(comp.train),

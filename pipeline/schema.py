@@ -125,6 +125,18 @@ def text(nullable: bool = False) -> Check:
     return check
 
 
+def columns(v: Any) -> str | None:
+    """`data.target`: a column, or a list of columns (several targets)."""
+    if (isinstance(v, str) and v.strip()) or (isinstance(v, list) and v and all(text()(c) is None for c in v)):
+        return None
+    return "a non-empty string (a column) or a list of columns, e.g. [a,b]"
+
+
+def separator(v: Any) -> str | None:
+    """`data.label_sep`: null or any non-empty string (a space included)."""
+    return None if v is None or (isinstance(v, str) and v) else "a non-empty string such as ' ' or '|', or null"
+
+
 def names(v: Any) -> str | None:
     """A column name or list of names (`feature_cols`, `ensemble.include`...)."""
     if v is None or isinstance(v, str) or (isinstance(v, list) and all(isinstance(s, str | int) for s in v)):
@@ -158,7 +170,8 @@ def fraction(v: Any) -> str | None:
 # does not hold are skipped (each model preset holds its own subset).
 COMMON = {
     "data.train_csv": text(),
-    "data.target": text(),
+    "data.target": columns,
+    "data.label_sep": separator,
     "name": text(),
     "paths.data_dir": text(),
     "paths.output_dir": text(),

@@ -627,4 +627,4 @@ def test_every_choice_has_its_implementation() -> None:
     assert set(ACTIVATIONS) == set(choices.Activation) and set(INITS) == set(choices.HeadInit)
     assert set(METHODS) == set(choices.EnsembleMethod) - {"auto"}
     assert set(SELECTIONS) == set(choices.Select)
-    assert set(CLASSIFICATION) | {"regression", "auto"} == set(choices.Task)
+    assert set(CLASSIFICATION) | {"regression", "auto", "multilabel", "multiregression"} == set(choices.Task)

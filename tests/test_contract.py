@@ -122,7 +122,7 @@ def test_mapping_saved_and_rule_logged(
 COMPETITION_KEYS = [  # competition.json's keys in their order: users' scripts and notebooks read this file
     *("task", "metric", "classes", "id_col", "target", "train_csv", "test_csv", "n_train", "n_test", "data_hash"),
     *("folds_hash", "sample_submission", "feature_cols", "numeric_cols", "image_col", "text_col"),
-    *("datetime_cols", "text_sources"),
+    *("datetime_cols", "text_sources", "label_sep"),
 ]
 
 

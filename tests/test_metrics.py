@@ -40,7 +40,7 @@ def test_auto_picks_the_task_default(task: str, name: str) -> None:
 
 
 def test_unknown_metric_lists_the_known_ones() -> None:
-    with pytest.raises(UserError, match=r"unknown data.metric 'auc': choose one of (\w+, ){9}\w+$") as error:
+    with pytest.raises(UserError, match=r"unknown data.metric 'auc': choose one of (\w+, ){10}\w+$") as error:
         get_metric("auc", "binary")
     assert all(name in str(error.value) for name in METRICS)
 

@@ -396,3 +396,15 @@ def test_families_of_one_seed_get_seeds_when_none_varies(make_comp, tmp_path, mo
     extra = sorted(" ".join(m.overrides) for m in zoo.members if m.tier == 4)
     assert extra == ["model=tabular seed=1", *(f"model=tabular_lgbm seed={s}" for s in (1, 2, 3))]
     assert list(zoo.doc["seeds_stopped"]) == ["model=tabular"]
+
+
+@pytest.mark.slow  # composes every model preset
+def test_sklearn_presets_are_those_with_an_sklearn_head() -> None:
+    """Several targets multiply the planned cost of the presets that fit one model per target (plan.py)."""
+    from conftest import CONF_DIR, build_cfg
+
+    from pipeline.zoo.plan import SKLEARN_PRESETS
+
+    presets = [p.stem for p in (CONF_DIR / "model").glob("*.yaml") if p.stem != "auto"]
+    sklearn = {p for p in presets if build_cfg(f"model={p}").model.head.type == "sklearn"}
+    assert sklearn == SKLEARN_PRESETS

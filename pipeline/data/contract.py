@@ -10,7 +10,7 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from pipeline.artifacts import CompetitionInfo
-from pipeline.choices import Task
+from pipeline.choices import MULTI, Task
 from pipeline.data.dates import check_dates, datetime_columns
 from pipeline.errors import UserError
 from pipeline.metrics import Metric, get_metric
@@ -29,9 +29,9 @@ class Competition:
     y: np.ndarray | None  # class indices (int) or regression values (float); None as `train`
     task: str
     metric: Metric
-    classes: list | None  # original labels; classes[i] is encoded as i
+    classes: list | None  # original labels; classes[i] is encoded as i; several targets: their names (y's columns)
     id_col: str
-    target: str
+    target: str | list[str]  # several columns: multilabel or multiregression
     feature_cols: list[str]
     image_col: str | None = None
     image_dir: Path | None = None
@@ -45,6 +45,7 @@ class Competition:
     notes: list[str] = field(default_factory=list)
     datetime_cols: dict[str, str] = field(default_factory=dict)  # date feature columns: {column: format}
     text_sources: list[str] = field(default_factory=list)  # several text columns: `text_col` joins them
+    label_sep: str | None = None  # multilabel from one column of delimited labels
 
     @property
     def text_cols(self) -> list[str]:
@@ -71,6 +72,7 @@ class Competition:
             text_col=info.text_col,
             datetime_cols=dict(info.datetime_cols),
             text_sources=list(info.text_sources),
+            label_sep=info.label_sep,
         )
 
 
@@ -204,6 +206,69 @@ def encode_target(y: pd.Series, task: str, path: Path, target: str, positive: ob
     return y.map(index).to_numpy(int), classes
 
 
+def _multi_task(frame: pd.DataFrame, targets: list[str], task: str, path: Path) -> tuple[str, str]:
+    """Several target columns: 0/1 labels in every one -> multilabel, numbers -> multiregression."""
+    for t in targets:
+        if not is_numeric(frame[t]):
+            bad = pd.to_numeric(frame[t], errors="coerce").isna()
+            raise UserError(
+                f"{path} line {_line(frame, bad)}: target '{t}' holds {show_value(frame[t][bad].iloc[0])}; several "
+                "target columns must hold 0/1 labels (multilabel) or numbers (multiregression)"
+            )
+    if task not in (Task.AUTO, *MULTI):
+        raise UserError(f"data.task={task} takes one target column, not {len(targets)}: use data.task=auto")
+    binary = all(set(np.unique(frame[t].astype(float))) <= {0.0, 1.0} for t in targets)
+    if task == Task.AUTO:
+        task = Task.MULTILABEL if binary else Task.MULTIREGRESSION
+        return task, f"{len(targets)} target columns of {'0/1 labels' if binary else 'numbers'}"
+    if task == Task.MULTILABEL and not binary:
+        raise UserError(f"data.task=multilabel needs 0/1 values in every target column of {path}: {targets}")
+    return task, f"data.task={task} (given)"
+
+
+def _label_sets(col: pd.Series, sep: str) -> pd.Series:
+    return col.fillna("").astype(str).map(lambda v: {p.strip() for p in v.split(sep)} - {""})
+
+
+def target_matrix(frame: pd.DataFrame, target, label_sep: str | None, classes: list | None, path: Path) -> np.ndarray:
+    """Several targets as a (rows, targets) matrix: the columns of `target`, or the labels of one column split at
+    `label_sep` as 0/1 columns in `classes` order."""
+    if not label_sep:
+        return frame[list(target)].to_numpy(float)
+    sets, names = _label_sets(frame[target], label_sep), [str(c) for c in classes]
+    unknown = sorted(set().union(*sets) - set(names))
+    if unknown:
+        raise UserError(f"{path}: label {unknown[0]!r} in '{target}' is not one of the trained labels {names}")
+    return np.array([[n in s for n in names] for s in sets], dtype=float).reshape(len(sets), len(names))
+
+
+def _multi_target(cfg, train: pd.DataFrame, path: Path) -> tuple[str, np.ndarray, list[str]]:
+    """(task, y as (rows, targets), target names) for `data.target=[a,b,...]` or one column + `data.label_sep`."""
+    targets, sep = text_columns(cfg.target), cfg.get("label_sep")
+    if sep and len(targets) > 1:
+        raise UserError("data.label_sep splits one target column: give data.target=<column>, not a list")
+    if sep:
+        if cfg.task not in (Task.AUTO, Task.MULTILABEL):
+            raise UserError(f"data.label_sep makes a multilabel task, not data.task={cfg.task}: use data.task=auto")
+        names = sorted(set().union(*_label_sets(train[targets[0]], sep)))
+        y = target_matrix(train, targets[0], sep, names, path)
+        rule = f"'{targets[0]}' split at {sep!r} into {len(names)} labels"
+        task = Task.MULTILABEL
+    else:
+        task, rule = _multi_task(train, targets, cfg.task, path)
+        y, names = target_matrix(train, targets, None, None, path), targets
+    if task == Task.MULTILABEL:
+        for name, col in zip(names, y.T, strict=True):
+            if col.min() == col.max():
+                raise UserError(
+                    f"{path}: label '{name}' is {int(col[0])} in every row; a label needs positive and negative rows "
+                    "(drop it from data.target)"
+                )
+        y = y.astype(int)
+    log.info("task: %s (%s)", task, rule)
+    return str(task), y, [str(n) for n in names]
+
+
 def check_images(
     df: pd.DataFrame, col: str, image_dir: Path, path: Path, outside: bool = False, key: str = "data.image_dir"
 ) -> None:
@@ -295,7 +360,14 @@ def _texts(cfg, train: pd.DataFrame, test: pd.DataFrame, train_path: Path, test_
 def _feature_columns(cfg, train: pd.DataFrame, test: pd.DataFrame, test_path: Path) -> list[str]:
     """The tabular feature columns: `data.feature_cols`, or every column not used for another role."""
     texts = text_columns(cfg.get("text_col"))
-    roles = {cfg.id_col, cfg.target, cfg.get("image_col"), cfg.get("group_col"), *texts, joined_name(texts)}
+    roles = {
+        cfg.id_col,
+        *text_columns(cfg.target),
+        cfg.get("image_col"),
+        cfg.get("group_col"),
+        *texts,
+        joined_name(texts),
+    }
     given = cfg.get("feature_cols")
     cols = (
         ([given] if isinstance(given, str) else list(given))
@@ -357,6 +429,29 @@ def check_sample(sample: Path, test: pd.DataFrame, id_col: str, test_path: Path)
         )
 
 
+def _target(cfg, train: pd.DataFrame, path: Path) -> tuple[str, np.ndarray, list | None]:
+    """(task, encoded target, classes) of `data.target`: one column, or several targets."""
+    targets = text_columns(cfg.target)
+    if not targets:
+        raise UserError("data.target is empty: name the target column (or a list of columns)")
+    for t in targets:
+        if t not in train.columns:
+            raise UserError(f"{path} has no target column '{t}'; set data.target=<column> (or a list of columns)")
+        if train[t].isna().any() and not cfg.get("label_sep"):
+            raise UserError(
+                f"{path} line {_line(train, train[t].isna())}: missing value in target '{t}' "
+                f"({int(train[t].isna().sum())} rows); drop or fill those rows"
+            )
+    if len(targets) > 1 or cfg.get("label_sep"):
+        return _multi_target(cfg, train, path)
+    if cfg.task in MULTI:
+        raise UserError(f"data.task={cfg.task} needs several targets: data.target=[a,b,...] or data.label_sep")
+    task, rule = infer_task(train[targets[0]], cfg.task)
+    log.info("task: %s (%s)", task, rule)
+    encoded, classes = encode_target(train[targets[0]], task, path, targets[0], cfg.get("positive_class"))
+    return task, encoded, classes
+
+
 def load_competition(cfg) -> Competition:
     """Read and validate a competition from its `data` config (see conf/data/csv.yaml)."""
     train_path, test_path = Path(cfg.train_csv), Path(cfg.test_csv)
@@ -364,17 +459,7 @@ def load_competition(cfg) -> Competition:
     test = read_csv(test_path, "data.test_csv", [c for c in train.columns if not is_numeric(train[c])])
     check_ids(train, cfg.id_col, train_path)
     check_ids(test, cfg.id_col, test_path)
-    if cfg.target not in train.columns:
-        raise UserError(f"{train_path} has no target column '{cfg.target}'; set data.target=<column>")
-    y = train[cfg.target]
-    if y.isna().any():
-        raise UserError(
-            f"{train_path} line {_line(train, y.isna())}: missing value in target '{cfg.target}' "
-            f"({int(y.isna().sum())} rows); drop or fill those rows"
-        )
-    task, rule = infer_task(y, cfg.task)
-    log.info("task: %s (%s)", task, rule)
-    encoded, classes = encode_target(y, task, train_path, cfg.target, cfg.get("positive_class"))
+    task, encoded, classes = _target(cfg, train, train_path)
     metric = get_metric(cfg.metric, task)
     if cfg.get("group_col") and cfg.group_col not in train.columns:
         raise UserError(f"{train_path} has no group column '{cfg.group_col}'; set data.group_col=<column> or null")
@@ -409,7 +494,8 @@ def load_competition(cfg) -> Competition:
         metric=metric,
         classes=classes,
         id_col=cfg.id_col,
-        target=cfg.target,
+        target=cfg.target if isinstance(cfg.target, str) else text_columns(cfg.target),
+        label_sep=cfg.get("label_sep"),
         feature_cols=feature_cols,
         image_col=cfg.get("image_col"),
         image_dir=image_dir,

@@ -17,13 +17,37 @@ from pipeline.choices import Task
 TE_FOLDS = 5  # inner folds of the target encoding: no training row's code sees its own target
 
 
-def target_encoder(task: str, seed: int = 0) -> TargetEncoder:
+def target_encoder(task: str, seed: int = 0) -> "TargetEncoder | PerTargetEncoder":
     """Out-of-fold target means per level, shrunk towards the global mean (`smooth="auto"`, empirical Bayes).
     `fit_transform` on a fold's training rows cross-fits them over TE_FOLDS inner folds; `transform` (validation,
-    test rows) uses the encoding fitted on all the fold's training rows."""
+    test rows) uses the encoding fitted on all the fold's training rows. Several targets: one encoder each."""
+    if task in (Task.MULTILABEL, Task.MULTIREGRESSION):
+        return PerTargetEncoder(Task.BINARY if task == Task.MULTILABEL else Task.REGRESSION, seed)
     kind = {Task.REGRESSION: "continuous", Task.BINARY: "binary"}.get(task, "multiclass")
     split = KFold if kind == "continuous" else StratifiedKFold
     return TargetEncoder(target_type=kind, cv=split(TE_FOLDS, shuffle=True, random_state=seed))
+
+
+class PerTargetEncoder(TransformerMixin, BaseEstimator):
+    """Several targets: `target_encoder(task)` per target column, side by side (cross-fitted as each one is)."""
+
+    def __init__(self, task: str = Task.BINARY, seed: int = 0):
+        self.task, self.seed = task, seed
+
+    def fit_transform(self, X, y=None, **fit_params) -> np.ndarray:
+        y = np.asarray(y)
+        self.encoders_ = [target_encoder(self.task, self.seed) for _ in range(y.shape[1])]
+        return np.hstack([e.fit_transform(X, y[:, k]) for k, e in enumerate(self.encoders_)])
+
+    def fit(self, X, y=None):
+        self.fit_transform(X, y)
+        return self
+
+    def transform(self, X) -> np.ndarray:
+        return np.hstack([e.transform(X) for e in self.encoders_])
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        return np.array([f"t{k}_{n}" for k, e in enumerate(self.encoders_) for n in e.get_feature_names_out()])
 
 
 class CountEncoder(TransformerMixin, BaseEstimator):

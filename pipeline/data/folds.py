@@ -16,7 +16,7 @@ import pandas as pd
 from sklearn.model_selection import GroupKFold, KFold, StratifiedKFold, TimeSeriesSplit, train_test_split
 
 from pipeline.artifacts import read_json, write_csv, write_json
-from pipeline.choices import CVScheme
+from pipeline.choices import REGRESSIONS, CVScheme, Task
 from pipeline.data.contract import Competition, file_hash, show_value
 from pipeline.data.dates import date_format, parse
 from pipeline.errors import UserError
@@ -27,14 +27,15 @@ HOLDOUT_TRAIN_ONLY = -1  # holdout and time: rows that only ever train carry thi
 
 
 def resolve_scheme(cv, comp: Competition) -> str:
-    """`auto` -> group when data.group_col is set, stratified for classification, kfold for regression."""
+    """`auto` -> group when data.group_col is set, stratified for classification (iterative stratification for
+    several labels), kfold for regression."""
     if cv.scheme not in SCHEMES:
         raise UserError(f"unknown cv.scheme '{cv.scheme}': choose one of {', '.join(SCHEMES)}")
     if cv.scheme != "auto":
         return cv.scheme
     if comp.group_col:
         return "group"
-    return "kfold" if comp.task == "regression" else "stratified"
+    return "kfold" if comp.task in REGRESSIONS else "stratified"
 
 
 def _number(cv, key: str, kind: type):
@@ -125,9 +126,9 @@ def _check(settings: dict, comp: Competition) -> None:
         # outside 0.2-0.3 is the advisor's `holdout_fraction` finding (pipeline/advisor/rules.py)
     elif n < 2 or n > len(comp.y) - (scheme == "time"):
         raise UserError(f"cv.n_folds={n} must be between 2 and the number of training rows ({len(comp.y)})")
-    if scheme == "stratified" and comp.task == "regression":
+    if scheme == "stratified" and comp.task in REGRESSIONS:
         raise UserError("cv.scheme=stratified needs a classification target: use cv.scheme=kfold")
-    if scheme in ("stratified", "holdout") and comp.task != "regression":
+    if scheme in ("stratified", "holdout") and comp.task not in (*REGRESSIONS, Task.MULTILABEL):
         _check_classes(settings, comp)
     if scheme == "group":
         _check_groups(n, comp)
@@ -138,8 +139,14 @@ def assign_folds(settings: dict, comp: Competition) -> np.ndarray:
     _check(settings, comp)
     scheme, rows = settings["scheme"], np.arange(len(comp.y))
     fold = np.full(len(rows), HOLDOUT_TRAIN_ONLY)
+    from iterstrat.ml_stratifiers import MultilabelStratifiedKFold, MultilabelStratifiedShuffleSplit  # multilabel only
+
+    if scheme == "holdout" and comp.task == Task.MULTILABEL:
+        split = MultilabelStratifiedShuffleSplit(1, test_size=settings["val_fraction"], random_state=settings["seed"])
+        fold[next(split.split(rows, comp.y))[1]] = 0
+        return fold
     if scheme == "holdout":
-        strat = comp.y if comp.task != "regression" else None
+        strat = comp.y if comp.task not in REGRESSIONS else None
         _, val = train_test_split(
             rows, test_size=settings["val_fraction"], random_state=settings["seed"], stratify=strat
         )
@@ -151,8 +158,9 @@ def assign_folds(settings: dict, comp: Competition) -> np.ndarray:
             fold[order[val]] = k
         return fold
     n, seed = settings["n_folds"], settings["seed"]
+    stratified = MultilabelStratifiedKFold if comp.task == Task.MULTILABEL else StratifiedKFold
     splitter = {
-        "stratified": StratifiedKFold(n, shuffle=True, random_state=seed),
+        "stratified": stratified(n, shuffle=True, random_state=seed),
         "kfold": KFold(n, shuffle=True, random_state=seed),
         "group": GroupKFold(n, shuffle=True, random_state=seed),
     }[scheme]
@@ -160,6 +168,21 @@ def assign_folds(settings: dict, comp: Competition) -> np.ndarray:
     for k, (_, val) in enumerate(splitter.split(rows, comp.y, groups)):
         fold[val] = k
     return fold
+
+
+def check_labels(fold: np.ndarray, comp: Competition, earlier: bool) -> None:
+    """Multilabel: each fold's training rows and validation rows need each label positive: a model cannot learn a
+    label it never sees, nor be scored on it. `earlier`: time-ordered folds train on the earlier folds only."""
+    for k in sorted(set(fold.tolist()) - {HOLDOUT_TRAIN_ONLY}):
+        train = (fold < k) if earlier else (fold != k)
+        for part, rows in (("training", train), ("validation", fold == k)):
+            never = np.flatnonzero(comp.y[rows].sum(0) == 0)
+            if len(never):
+                name, total = comp.classes[never[0]], int(comp.y[:, never[0]].sum())
+                raise UserError(
+                    f"label '{name}' is never positive in fold {k}'s {part} rows ({total} positive rows in all): "
+                    "drop it from data.target, or use fewer folds (cv.n_folds)"
+                )
 
 
 def _meta(settings: dict, comp: Competition) -> dict:
@@ -242,6 +265,8 @@ def load_or_build_folds(cv, comp: Competition, out_dir: Path) -> tuple[np.ndarra
         log.info("folds: reusing %s (%s, hash %s)", csv, settings, meta["folds_hash"])
         return folds, old | meta
     fold = assign_folds(settings, comp)
+    if comp.task == Task.MULTILABEL:
+        check_labels(fold, comp, settings["scheme"] == CVScheme.TIME)
     write_csv(pd.DataFrame({comp.id_col: comp.train[comp.id_col], "fold": fold}), csv)
     meta["csv_hash"] = file_hash(csv)
     write_json(meta, meta_path)

@@ -11,7 +11,7 @@ each step is scored on. Candidates are ranked with the vectorized scores Caruana
 import numpy as np
 import pandas as pd
 
-from pipeline.ensembling.methods import ALL_TASKS, Method, Selected, normalize_rows
+from pipeline.ensembling.methods import ONE_TARGET, Method, Selected, normalize_rows
 from pipeline.ensembling.scoring import metric_input
 from pipeline.ensembling.weighted import batch_scorer
 from pipeline.errors import UserError
@@ -24,7 +24,7 @@ class HillClimb(Method):
     """Weights summing to 1, negative ones allowed, found by greedy blending steps on the OOF rows."""
 
     name = "hillclimb"
-    tasks = ALL_TASKS
+    tasks = ONE_TARGET  # several targets: not yet
     learns = True
 
     def __init__(self, metric: Metric, step: float = 0.05, negative: bool = True, max_steps: int = 50):

@@ -22,7 +22,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from pipeline.ensembling.methods import ALL_TASKS, Method
+from pipeline.ensembling.methods import ONE_TARGET, Method
 from pipeline.ensembling.scoring import metric_input
 from pipeline.ensembling.stacking import Stacking
 from pipeline.ensembling.weighted import Weighted, caruana
@@ -60,7 +60,7 @@ class Level2(Method):
     """Level-2 members on level-1 OOF predictions (and features), then Caruana weights over both levels."""
 
     name = "level2"
-    tasks = ALL_TASKS
+    tasks = ONE_TARGET  # several targets: not yet
     learns = True
     needs_folds = True
 

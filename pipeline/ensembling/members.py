@@ -6,7 +6,7 @@ and come from the same folds (`folds_hash`): members on other folds are never mi
 """
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
 
@@ -16,7 +16,8 @@ from omegaconf import DictConfig, ListConfig
 from sklearn.model_selection import KFold, StratifiedKFold
 
 from pipeline.artifacts import COMPETITION, MODELS, CompetitionInfo, ModelFolder, model_folders, read_json
-from pipeline.data.contract import file_hash
+from pipeline.choices import MULTI, REGRESSIONS, Task
+from pipeline.data.contract import file_hash, target_matrix
 from pipeline.data.folds import HOLDOUT_TRAIN_ONLY
 from pipeline.data.tabular import split_columns
 from pipeline.errors import UserError
@@ -33,11 +34,12 @@ class Format:
 
     info: CompetitionInfo
     metric: Metric
+    thresholds: list | None = field(default=None, kw_only=True)  # multilabel: P(label) >= these -> label 1
 
     @classmethod
-    def of(cls, info: CompetitionInfo) -> "Format":
+    def of(cls, info: CompetitionInfo, thresholds: list | None = None) -> "Format":
         """The format competition.json's metric gives (predict: new rows, no training rows)."""
-        return cls(info, get_metric(info.metric, info.task))
+        return cls(info, get_metric(info.metric, info.task), thresholds=thresholds)
 
     @property
     def task(self) -> str:
@@ -114,8 +116,13 @@ def same_ids(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(np.array_equal(a.astype(str), b.astype(str)))
 
 
-def encode(labels: pd.Series, info: CompetitionInfo, path: Path) -> np.ndarray:
-    """Map a target column to class indices through competition.json's classes (or to floats)."""
+def encode(frame: pd.DataFrame, info: CompetitionInfo, path: Path) -> np.ndarray:
+    """Map the target column(s) of `frame` to class indices through competition.json's classes (or to floats;
+    several targets: a (rows, targets) matrix)."""
+    if info.task in MULTI:
+        y = target_matrix(frame, info.target, info.label_sep, info.classes, path)
+        return y.astype(int) if info.task == Task.MULTILABEL else y
+    labels = frame[info.target]
     if info.classes is None:
         return pd.to_numeric(labels).to_numpy(float)
     index = {str(c): i for i, c in enumerate(info.classes)}
@@ -129,7 +136,7 @@ def encode(labels: pd.Series, info: CompetitionInfo, path: Path) -> np.ndarray:
 def _train_target(info: CompetitionInfo, ids: np.ndarray) -> np.ndarray:
     """The encoded training target, checked to be the file the folds were built on."""
     path = Path(info.train_csv)
-    train = _read_csv(path, "data.train_csv", (info.id_col, info.target))
+    train = _read_csv(path, "data.train_csv", (info.id_col, *info.target_cols))
     if file_hash(path) != info.data_hash:
         raise UserError(
             f"{path} changed since the models were trained (hash {file_hash(path)}, competition.json "
@@ -137,7 +144,7 @@ def _train_target(info: CompetitionInfo, ids: np.ndarray) -> np.ndarray:
         )
     if not same_ids(train[info.id_col].to_numpy(), ids):
         raise UserError(f"{path} ids differ from folds.csv: rerun `make train` to rebuild the folds")
-    return encode(train[info.target], info, path)
+    return encode(train, info, path)
 
 
 def load_context(out_dir: Path, data: DictConfig) -> Context:
@@ -225,7 +232,7 @@ def _predictions(path: Path, ctx: Context, ids: np.ndarray | None, rows: np.ndar
     checked = values if rows is None else values[rows]
     if not np.isfinite(checked).all():
         raise InvalidMember(f"{path.name} holds NaN or infinite predictions")
-    if ctx.classes is not None and (checked.min() < -PROBA_TOLERANCE or checked.max() > 1 + PROBA_TOLERANCE):
+    if ctx.task not in REGRESSIONS and (checked.min() < -PROBA_TOLERANCE or checked.max() > 1 + PROBA_TOLERANCE):
         raise InvalidMember(
             f"{path.name} holds probabilities outside [0, 1] (min {checked.min():.4g}, max {checked.max():.4g})"
         )
@@ -310,7 +317,7 @@ def load_stack(ctx: Context, cfg: DictConfig) -> Stack:
         oof=_stacked(list(oofs), ctx),
         test=_stacked([t for _, t in tests], ctx),
         y=y,
-        folds=_eval_folds(ctx.folds[ctx.validated], y, cfg, ctx.classes is not None),
+        folds=_eval_folds(ctx.folds[ctx.validated], y, cfg, ctx.task in ("binary", "multiclass")),
         test_ids=test_ids,
         test_y=_test_labels(ctx, test_ids),
     )
@@ -319,7 +326,7 @@ def load_stack(ctx: Context, cfg: DictConfig) -> Stack:
 def _stacked(arrays: list[np.ndarray], ctx: Context) -> np.ndarray:
     """(members, rows, columns) float32; probabilities clipped to [0, 1] (the tolerated round-off)."""
     out = np.stack(arrays)
-    if ctx.classes is not None:
+    if ctx.task not in REGRESSIONS:
         np.clip(out, 0.0, 1.0, out=out)
     return out
 
@@ -330,14 +337,15 @@ def _test_labels(ctx: Context, test_ids: np.ndarray) -> np.ndarray | None:
     if not path.is_file():
         return None
     labels = pd.read_csv(path)
-    if ctx.id_col not in labels.columns or ctx.info.target not in labels.columns:
-        log.warning("%s lacks the columns '%s'/'%s': no test scores", path, ctx.id_col, ctx.info.target)
+    wanted = [ctx.id_col, *ctx.info.target_cols]
+    if not set(wanted) <= set(labels.columns):
+        log.warning("%s lacks one of the columns %s: no test scores", path, wanted)
         return None
     order = pd.Index(labels[ctx.id_col].astype(str)).get_indexer(pd.Index(test_ids.astype(str)))
     if (order < 0).any():
         log.warning("%s lacks %d of the test ids: no test scores", path, int((order < 0).sum()))
         return None
-    return encode(labels[ctx.info.target].iloc[order].reset_index(drop=True), ctx.info, path)
+    return encode(labels.iloc[order].reset_index(drop=True), ctx.info, path)
 
 
 def _as_object(df: pd.DataFrame, categorical: list[str]) -> pd.DataFrame:

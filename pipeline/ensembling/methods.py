@@ -12,7 +12,9 @@ from joblib import Parallel, delayed
 
 from pipeline.metrics import CLASSIFICATION
 
-ALL_TASKS = (*CLASSIFICATION, "regression")
+ONE_TARGET = (*CLASSIFICATION, "regression")
+ALL_TASKS = (*ONE_TARGET, "multilabel", "multiregression")
+LABELS = (*CLASSIFICATION, "multilabel")  # probabilities (several labels: per label, see per_target.py)
 EPS = 1e-15  # the metrics' own probability floor (pipeline.metrics._normalized)
 
 
@@ -85,7 +87,7 @@ class Rank(Method):
     `make predict` on any part of the test file gives the same rows as on all of it."""
 
     name = "rank"
-    tasks = CLASSIFICATION
+    tasks = LABELS
     LEVELS = np.linspace(0.0, 1.0, 1001)
 
     def __init__(self, n_jobs: int = 1):
@@ -127,7 +129,7 @@ class Geometric(Method):
     """Mean of log-probabilities (renormalized): punishes a class any member rules out; good for logloss."""
 
     name = "geometric"
-    tasks = CLASSIFICATION
+    tasks = LABELS
 
     def predict(self, P: np.ndarray, X: pd.DataFrame | None = None) -> np.ndarray:
         logs = np.zeros(P.shape[1:], np.float64)

@@ -201,5 +201,5 @@ def write_ensemble(
     write_json(weights_doc(entries, chosen, stack.names, ctx.metric), out / "weights.json")
     correlation_png(stack, out / "correlation.png")
     write_json(provenance(ctx, stack, entries, chosen), out / "provenance.json")
-    save_ensemble(out, chosen.name, chosen.method, stack.names)  # what `make predict` applies to new rows
+    save_ensemble(out, chosen.name, chosen.method, stack.names, ctx.thresholds)  # what `make predict` applies
     return write_csv(submission, out / "submission.csv")

@@ -2,10 +2,12 @@
 
 from omegaconf import DictConfig
 
+from pipeline.choices import MULTI, Task
 from pipeline.ensembling.hillclimb import HillClimb
 from pipeline.ensembling.levels import Level2
 from pipeline.ensembling.members import Context, Stack, add_features
 from pipeline.ensembling.methods import Geometric, Mean, Method, Rank, Vote
+from pipeline.ensembling.per_target import PerTarget
 from pipeline.ensembling.scoring import check_select
 from pipeline.ensembling.stacking import Stacking, estimator, meta_learner
 from pipeline.ensembling.weighted import Weighted
@@ -42,12 +44,23 @@ def _build(name: str, cfg: DictConfig, ctx: Context, stack: Stack) -> Method:
     if name == "hillclimb":
         h = cfg.hillclimb
         return HillClimb(ctx.metric, float(h.step), bool(h.negative), int(h.max_steps))
+    if name == "level2":
+        return _level2(cfg, ctx, stack)
+    method = _one_target(name, cfg, ctx, stack)
+    if ctx.task in MULTI and name in PER_TARGET:
+        return PerTarget(method, labels=ctx.task == Task.MULTILABEL)
+    return method
+
+
+PER_TARGET = ("rank", "geometric", "stacking")  # several targets: one copy per target (mean, weighted: as they are)
+
+
+def _one_target(name: str, cfg: DictConfig, ctx: Context, stack: Stack) -> Method:
     if name == "stacking":
         # passthrough: attach the tabular features to the stack, for every fit to slice like the OOF rows
         features = add_features(stack, ctx) if cfg.stacking.passthrough else ([], [])
-        return Stacking(meta_learner(cfg.stacking, ctx.task), bool(cfg.stacking.logit), *features)
-    if name == "level2":
-        return _level2(cfg, ctx, stack)
+        task = "binary" if ctx.task == Task.MULTILABEL else ctx.task  # per label: P(0), P(1)
+        return Stacking(meta_learner(cfg.stacking, task), bool(cfg.stacking.logit), *features)
     if name == "rank":
         return Rank(int(cfg.get("n_jobs", 1)))
     return METHODS[name]()

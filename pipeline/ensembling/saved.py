@@ -15,15 +15,18 @@ from pipeline.errors import UserError
 ENSEMBLE_FILE = "ensemble.skops"
 
 
-def save_ensemble(out_dir: Path, name: str, method: Method | None, members: list[str]) -> Path:
+def save_ensemble(
+    out_dir: Path, name: str, method: Method | None, members: list[str], thresholds: list | None = None
+) -> Path:
     """`method` refitted on every OOF row (None: the member `name` is submitted as it is) and the members it reads,
-    in the order its inputs follow."""
+    in the order its inputs follow; multilabel: the per-label thresholds of a 0/1 submission."""
     if method is not None:
         method = copy.copy(method)
         if hasattr(method, "metric"):
             method.metric = None  # only chooses while fitting; scoring functions are not data to save
     return dump_safe(
-        {"name": name, "method": method, "members": members if method else [name]}, out_dir / ENSEMBLE_FILE
+        {"name": name, "method": method, "members": members if method else [name], "thresholds": thresholds},
+        out_dir / ENSEMBLE_FILE,
     )
 
 

@@ -46,6 +46,7 @@ class Entry:
     test_pred: np.ndarray  # (test rows, columns)
     method: Method | None = None  # the method refitted on all OOF rows
     seconds: float = 0.0
+    oof_pred: np.ndarray | None = None  # (validated rows, columns): a member's OOF, a method's nested-CV OOF
 
 
 def metric_input(pred: np.ndarray) -> np.ndarray:
@@ -77,7 +78,7 @@ def _test_score(metric: Metric, stack: Stack, pred: np.ndarray) -> float | None:
 def _member_entry(name: str, oof: np.ndarray, test: np.ndarray, stack: Stack, metric: Metric) -> Entry:
     s = score(metric, stack.y, oof, stack.folds)
     s.test = _test_score(metric, stack, test)
-    return Entry("member", name, s, test)
+    return Entry("member", name, s, test, oof_pred=oof)
 
 
 def evaluate_members(stack: Stack, metric: Metric, n_jobs: int = 1) -> list[Entry]:
@@ -112,7 +113,7 @@ def evaluate_method(method: Method, stack: Stack, metric: Metric, n_jobs: int = 
     s.test = _test_score(metric, stack, test)
     seconds = time.perf_counter() - start
     log.info("%-9s CV %.5f +- %.5f (%.1f s)", method.name, s.cv_mean, s.cv_std, seconds)
-    return Entry("method", method.name, s, test, final, seconds)
+    return Entry("method", method.name, s, test, final, seconds, oof)
 
 
 # `gain` first: the default (conf/ensemble.yaml), the one that never trades the best member for noise

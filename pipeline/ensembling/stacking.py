@@ -15,6 +15,7 @@ from sklearn.compose import ColumnTransformer
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from pipeline.choices import REGRESSIONS
 from pipeline.data.tabular import make_transformer
 from pipeline.ensembling.methods import ALL_TASKS, Method
 from pipeline.errors import UserError
@@ -24,7 +25,7 @@ LOGIT_CLIP = 1e-6  # log-odds of 1e-6 = -13.8: keeps a member's 0/1 outputs from
 
 def meta_learner(cfg: DictConfig, task: str) -> BaseEstimator:
     """Build `ensemble.stacking.classifier` (or `.regressor`) from its `_target_`; check it fits the task."""
-    key = "regressor" if task == "regression" else "classifier"
+    key = "regressor" if task in REGRESSIONS else "classifier"
     return estimator(cfg[key], f"ensemble.stacking.{key}", task)
 
 
@@ -34,7 +35,7 @@ def estimator(spec: DictConfig, key: str, task: str) -> BaseEstimator:
         est = instantiate(spec)
     except InstantiationException as e:
         raise UserError(f"{key} could not be built: {str(e).splitlines()[0]}") from e
-    regression = task == "regression"
+    regression = task in REGRESSIONS
     fits = is_regressor(est) if regression else is_classifier(est) and hasattr(est, "predict_proba")
     if not fits:
         want = "a regressor" if regression else "a classifier with predict_proba"

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.choices import MULTI, Task
 from pipeline.data.contract import check_sample
 from pipeline.ensembling.members import Context, Format
 from pipeline.errors import UserError
@@ -75,11 +76,43 @@ def sample_for(sample: pd.DataFrame, test_ids: np.ndarray, id_col: str) -> pd.Da
     return out
 
 
+def _multilabel(pred: np.ndarray, ctx: Format) -> np.ndarray:
+    """0/1 per label: P(label) at or above its threshold (chosen out of fold; 0.5 without one)."""
+    return (pred >= np.asarray(ctx.thresholds if ctx.thresholds is not None else 0.5)).astype(int)
+
+
+def _joined(pred: np.ndarray, ctx: Format) -> np.ndarray:
+    """Each row's labels joined by `data.label_sep`, as the training file writes them."""
+    names = np.asarray(ctx.columns, dtype=object)
+    return np.array([ctx.info.label_sep.join(names[row.astype(bool)]) for row in _multilabel(pred, ctx)], dtype=object)
+
+
+def _target_values(pred: np.ndarray, ctx: Format, labels: bool) -> np.ndarray:
+    """Several targets' columns: values, P(label) or (`labels`) 0/1."""
+    return _multilabel(pred, ctx) if labels and ctx.task == Task.MULTILABEL else pred
+
+
+def _fill_multi(out: pd.DataFrame, targets: list, pred: np.ndarray, ctx: Format, path: Path) -> pd.DataFrame:
+    """Several targets: one column each (0/1 where the sample holds integers and the metric reads labels), or one
+    column of joined labels (`data.label_sep`)."""
+    if len(targets) == 1 and ctx.info.label_sep:
+        out[targets[0]] = _joined(pred, ctx)
+    elif sorted(map(str, targets)) == sorted(ctx.columns):
+        for c in targets:
+            labels = pd.api.types.is_integer_dtype(out[c]) and not ctx.metric.needs_proba
+            out[c] = _target_values(pred, ctx, labels)[:, ctx.columns.index(str(c))]
+    else:
+        raise UserError(f"{path} has target columns {targets[:6]}: expected one per target ({', '.join(ctx.columns)})")
+    return out
+
+
 def fill_sample(sample: pd.DataFrame, pred: np.ndarray, test_ids: np.ndarray, ctx: Format, path: Path):
     """`from_sample` on a sample already read (`path` names it in errors)."""
     pred = pred[_sample_order(sample, test_ids, ctx, path)]
     targets = [c for c in sample.columns if c != ctx.id_col]
     out = sample.copy()
+    if ctx.task in MULTI:
+        return _fill_multi(out, targets, pred, ctx, path)
     if ctx.classes is not None and len(targets) > 1 and sorted(map(str, targets)) == sorted(ctx.columns):
         for c in targets:  # one probability column per class, in the sample's column order
             out[c] = pred[:, ctx.columns.index(str(c))]
@@ -97,7 +130,13 @@ def default_format(pred: np.ndarray, test_ids: np.ndarray, ctx: Format) -> pd.Da
     """id + target: values, labels (label metrics) or probabilities (binary P(classes[1]); else per class)."""
     out = pd.DataFrame({ctx.id_col: test_ids})
     target = ctx.info.target
-    if ctx.classes is None:
+    if ctx.task in MULTI and ctx.info.label_sep:
+        out[target] = _joined(pred, ctx)
+    elif ctx.task in MULTI:
+        values = _target_values(pred, ctx, not ctx.metric.needs_proba)
+        for i, c in enumerate(ctx.columns):
+            out[c] = values[:, i]
+    elif ctx.classes is None:
         out[target] = pred[:, 0]
     elif not ctx.metric.needs_proba:
         out[target] = _labels(pred, ctx).to_numpy()

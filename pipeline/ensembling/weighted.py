@@ -107,14 +107,17 @@ def _regression(P: np.ndarray, y: np.ndarray, name: str) -> Scorer:
 
 
 def batch_scorer(metric: Metric, P: np.ndarray, y: np.ndarray) -> Scorer:
-    """Vectorized equivalents of the registry's metrics where they exist; the metric itself otherwise."""
-    if metric.name == "accuracy":
+    """Vectorized equivalents of the registry's metrics where they exist; the metric itself otherwise (always for
+    several targets, whose metrics share the names)."""
+    if y.ndim == 2:
+        pass
+    elif metric.name == "accuracy":
         return _accuracy(P, y)
-    if metric.name == "logloss":
+    elif metric.name == "logloss":
         return _logloss(P, y)
-    if metric.name == "roc_auc" and P.shape[2] == 2 and 0 < y.sum() < len(y):
+    elif metric.name == "roc_auc" and P.shape[2] == 2 and 0 < y.sum() < len(y):
         return _binary_auc(P, y)
-    if metric.name in ("rmse", "mae", "r2") and P.shape[2] == 1:
+    elif metric.name in ("rmse", "mae", "r2") and P.shape[2] == 1:
         return _regression(P, y, metric.name)
 
     def scores(total: np.ndarray, step: int) -> np.ndarray:
@@ -189,6 +192,8 @@ class Weighted(Method):
     def fit(self, P: np.ndarray, y: np.ndarray, X: pd.DataFrame | None = None) -> "Weighted":
         if self.optimizer == "caruana":
             self.weights_, self.trajectory_ = caruana(P, y, self.metric, self.iterations, self.patience)
+        elif y.ndim == 2:
+            raise UserError("ensemble.weighted.optimizer=scipy takes one target: use caruana for several targets")
         else:
             self.weights_, self.trajectory_ = scipy_weights(P, y), []
         return self

@@ -13,9 +13,10 @@ import pandas as pd
 import torch
 from hydra.errors import InstantiationException
 from scipy import sparse
-from sklearn.base import is_classifier, is_regressor
+from sklearn.base import clone, is_classifier, is_regressor
 from threadpoolctl import threadpool_limits
 
+from pipeline.choices import MULTI, REGRESSIONS, Task
 from pipeline.data.contract import Competition
 from pipeline.data.tabular import categorical_positions, feature_columns
 from pipeline.errors import UserError
@@ -44,13 +45,13 @@ def _all_classes(est, proba: np.ndarray, n_classes: int) -> np.ndarray:
 def estimator_spec(head, task: str):
     """`model.head.regressor` when given for regression (it replaces the estimator: LR -> Ridge), else
     `model.head.estimator`."""
-    return head.regressor if task == "regression" and head.get("regressor") else head.estimator
+    return head.regressor if task in REGRESSIONS and head.get("regressor") else head.estimator
 
 
 def estimator_target(target: str, task: str) -> str:
     """The class actually trained: a ...Classifier becomes its ...Regressor twin for regression (and back), so one
     preset (HistGradientBoosting, LightGBM, XGBoost, CatBoost, RandomForest, ...) serves every task."""
-    want, other = ("Regressor", "Classifier") if task == "regression" else ("Classifier", "Regressor")
+    want, other = ("Regressor", "Classifier") if task in REGRESSIONS else ("Classifier", "Regressor")
     return target[: -len(other)] + want if target.endswith(other) else target
 
 
@@ -63,8 +64,8 @@ def sklearn_estimator(spec, task: str):
         est = hydra.utils.instantiate(spec, _target_=target)
     except InstantiationException as e:
         raise UserError(f"model.head.estimator {target} could not be built: {str(e).splitlines()[0]}") from e
-    if is_classifier(est) if task == "regression" else is_regressor(est):
-        want = "regressor" if task == "regression" else "classifier"
+    if is_classifier(est) if task in REGRESSIONS else is_regressor(est):
+        want = "regressor" if task in REGRESSIONS else "classifier"
         raise UserError(f"model.head.estimator {target} does not fit a {task} task: pick a {want}")
     return est
 
@@ -164,31 +165,45 @@ def sklearn_inputs(est, ds: ArrayDataset, categorical: list[int], as_sparse: boo
 
 
 def predict_sklearn(est, comp: Competition, x) -> np.ndarray:
-    """Values (regression) or one probability column per class of the competition."""
+    """Values (regression) or one probability column per class of the competition; several targets: a list of
+    estimators, one per target, giving P(label) or values."""
+    if comp.task == Task.MULTILABEL:
+        return np.stack([e.predict_proba(x)[:, 1] for e in est], axis=1)
+    if comp.task == Task.MULTIREGRESSION:
+        return np.stack([e.predict(x) for e in est], axis=1)
     if comp.task == "regression":
         return est.predict(x)
     return _all_classes(est, est.predict_proba(x), len(comp.classes))
 
 
-def _fit(cfg, comp: Competition, est, datasets: dict) -> tuple[dict, int | None, list[int]]:
+def _fit(cfg, comp: Competition, est, datasets: dict) -> tuple[dict, int | None, list[int], object]:
     """Fit on the fold's training rows (early-stopped on its validation rows where the estimator does that);
-    returns the feature matrices (train, val, test), the boosting rounds used (None without early stopping) and
-    the positions of native categorical columns."""
+    returns the feature matrices (train, val, test), the boosting rounds used (None without early stopping; several
+    targets: their mean), the positions of native categorical columns and the fitted model (several targets: a
+    list, one fitted clone per target)."""
     n_features = _features(datasets["train"]).shape[1]
     cols = _categorical_columns(cfg, comp, datasets["train"], n_features)
     kwargs = _native_categoricals(est, cols, n_features) if cols else {}
     as_sparse = cfg.model.get("sparse_input", False)  # absent from the image and text presets
     x = {p: sklearn_inputs(est, datasets[p], cols, as_sparse) for p in ("train", "val", "test")}
     y = {p: datasets[p].arrays["y"].numpy() for p in ("train", "val")}
+    if comp.task not in MULTI:
+        return x, _fit_one(est, x, y, kwargs), cols, est
+    ests = [clone(est) for _ in range(y["train"].shape[1])]  # one model per target, each early-stopped on its own
+    rounds = [_fit_one(e, x, {p: v[:, j] for p, v in y.items()}, kwargs) for j, e in enumerate(ests)]
+    return x, (None if rounds[0] is None else round(float(np.mean(rounds)))), cols, ests
+
+
+def _fit_one(est, x: dict, y: dict, kwargs: dict) -> int | None:
+    """Fit one estimator (early-stopped where it does that); returns the boosting rounds kept, or None."""
     stops = _stops_early(est)
     if stops:
-        kwargs |= EARLY_STOPPING[_library(est)][1](x["val"], y["val"])
+        kwargs = kwargs | EARLY_STOPPING[_library(est)][1](x["val"], y["val"])
     est.fit(x["train"], y["train"], **kwargs)
     rounds_kept = EARLY_STOPPING[_library(est)][2] if stops else None
-    rounds = int(rounds_kept(est)) if rounds_kept else None
     if _library(est) == "lightgbm":  # its per-round validation scores are not needed to predict (the round kept is
         est._evals_result = {}  # in history.csv), and skops stores each as a file: ~600 a fold, half the load time
-    return x, rounds, cols
+    return int(rounds_kept(est)) if rounds_kept else None
 
 
 def fit_sklearn(cfg, comp: Competition, datasets: dict, start: float) -> dict:
@@ -200,13 +215,13 @@ def fit_sklearn(cfg, comp: Competition, datasets: dict, start: float) -> dict:
     _use_threads(est, threads)
     if _library(est) == "pytabkit":  # its own default is a GPU whenever there is one; the job's accelerator wins
         est.set_params(device="cuda" if uses_gpu(cfg.trainer.accelerator) else "cpu")
-    if comp.task != "regression" and not hasattr(est, "predict_proba"):
+    if comp.task not in REGRESSIONS and not hasattr(est, "predict_proba"):
         raise UserError(
             f"model.head.estimator {type(est).__name__} has no predict_proba; pick a probabilistic "
             "classifier (e.g. LogisticRegression, or SVC with probability=true)"
         )
     with threadpool_limits(limits=threads):  # OpenMP estimators (HistGradientBoosting) and BLAS alike
-        x, rounds, cols = _fit(cfg, comp, est, datasets)
+        x, rounds, cols, est = _fit(cfg, comp, est, datasets)
         val, tick = predict_sklearn(est, comp, x["val"]), time.time()
         test, test_seconds = predict_sklearn(est, comp, x["test"]), time.time() - tick
     score = comp.metric(datasets["val"].arrays["y"].numpy(), val)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from pipeline.choices import is_frozen
+from pipeline.choices import MULTI, is_frozen
 from pipeline.data.contract import Competition
 from pipeline.models.backbones import Backbone
 from pipeline.models.heads import build_head
@@ -42,13 +42,17 @@ class Outputs:
         return self.head(self.features(batch, flip))
 
     def to_output(self, logits: torch.Tensor) -> torch.Tensor:
-        """Logits -> class probabilities (n, K) or regression values (n,)."""
+        """Logits -> class probabilities (n, K) or regression values (n,); several targets: P(label) or values
+        (n, targets)."""
         if isinstance(self.loss_fn, nn.CrossEntropyLoss):
             return logits.softmax(-1)
+        if isinstance(self.loss_fn, nn.BCEWithLogitsLoss) and logits.shape[-1] > 1:  # one sigmoid per label
+            return logits.sigmoid()
         if isinstance(self.loss_fn, nn.BCEWithLogitsLoss):
             p = logits.squeeze(-1).sigmoid()
             return torch.stack([1 - p, p], dim=1)
-        return logits.squeeze(-1) * self.y_std + self.y_mean
+        mean, std = (torch.as_tensor(v, dtype=logits.dtype, device=logits.device) for v in (self.y_mean, self.y_std))
+        return logits.squeeze(-1) * std + mean
 
     def predict_batch(self, batch: dict) -> torch.Tensor:
         out = self.to_output(self(batch))
@@ -67,7 +71,8 @@ class Model(Outputs, nn.Module):
 
 
 def n_outputs(comp: Competition, loss: nn.Module) -> int:
-    return len(comp.classes) if isinstance(loss, nn.CrossEntropyLoss) else 1
+    """One output per class (cross-entropy) or per target (several targets), else one."""
+    return len(comp.classes) if isinstance(loss, nn.CrossEntropyLoss) or comp.task in MULTI else 1
 
 
 def head_and_loss(cfg, comp: Competition, in_dim: int) -> tuple[nn.Module, nn.Module]:

@@ -21,6 +21,7 @@ from omegaconf import OmegaConf, open_dict
 from pipeline.artifacts import ModelFolder, model_folder
 from pipeline.choices import (
     BACKBONE_KINDS,
+    REGRESSIONS,
     CVScheme,
     Encoding,
     HeadType,
@@ -32,9 +33,13 @@ from pipeline.choices import (
 )
 from pipeline.models.backbones import build_backbone
 from pipeline.prepare import Prepared
+from pipeline.training.distill import check_distill, run_student
 from pipeline.training.estimators import estimator_spec, estimator_target, fit_sklearn
 from pipeline.training.fold_inputs import fold_datasets
+from pipeline.training.pseudo import check_pseudo, pseudo_labels, with_pseudo
+from pipeline.training.refit import check_refit, refit_full
 from pipeline.training.targets import target_transform, to_target
+from pipeline.training.teacher import teacher_digest
 
 log = logging.getLogger(__name__)
 # do not change results (devices: each takes batch_size / devices rows, the global batch stays)
@@ -51,6 +56,7 @@ PRESET_DATA_KEYS = {"categorical_encoding": Encoding.ONEHOT, "numeric_scaling": 
 ID_NEUTRAL = {
     ("model", "target_transform"): TargetTransform.NONE,
     ("model", "sparse_input"): False,
+    ("model", "refit_full"): False,
     ("data", "numeric_scaling"): Scaling.STANDARD,
     ("data", "datetime_cols"): "auto",
     ("data", "high_card_encoding"): HighCardinality.NONE,
@@ -100,14 +106,17 @@ def _model_spec(cfg) -> dict:
 
 
 def spec(cfg) -> dict:
-    """Everything that determines a model's predictions (besides the data and folds)."""
+    """Everything that determines a model's predictions (besides the data and folds): with a teacher (model=distill,
+    pseudo_labels), the saved ensemble's digest and the pseudo-labels' threshold too."""
     trainer = {k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items() if k not in COSMETIC}
     keys = ("feature_cols", "rare_min_frequency", "max_length", *NEW_DATA_KEYS)
     data = {k: cfg.data.get(k, ID_NEUTRAL[("data", k)] if k in NEW_DATA_KEYS else None) for k in keys}
     data["categorical_encoding"] = encoding(cfg)
     data["numeric_scaling"] = data_choice(cfg, "numeric_scaling")
+    taught = {k: cfg[k] for k in ("teacher", "pseudo_labels") if cfg.get(k) is not None}
     return drop_id_neutral(
-        {
+        taught
+        | {
             "model": _model_spec(cfg),
             "optimizer": OmegaConf.to_container(cfg.optimizer, resolve=True),
             "scheduler": OmegaConf.to_container(cfg.scheduler, resolve=True),
@@ -154,6 +163,12 @@ def model_id(cfg, task: str | None = None) -> str:
         head += f"-{encoding(cfg)}"
     if m.get("target_transform", TargetTransform.NONE) != TargetTransform.NONE:
         head += f"-{m.target_transform}"
+    if m.get("refit_full", False):
+        head += "-refit"
+    if m.get("distill", False):
+        head = f"distill-{head_name(cfg, Task.REGRESSION)}"  # regressors on the teacher's predictions
+    if cfg.get("pseudo_labels") is not None:
+        head += "-pseudo"
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{base}-{head}-s{cfg.seed}-{digest}")
 
 
@@ -187,11 +202,40 @@ def fit_fold(cfg, comp, backbone, inputs, k: int, path, y_scale: tuple[float, fl
     return train_fold(cfg, comp, backbone, inputs.datasets, inputs.in_dim, k, path, y_scale)
 
 
-def run_folds(cfg, prep: Prepared, folder: ModelFolder) -> list[tuple[int, dict, dict]]:
-    """Train (or reload) every fold; returns (k, rows, result) per fold."""
-    comp, out, shared = prep.comp, [], None
+def target_scale(y_train: np.ndarray) -> tuple:
+    """(mean, std) of the fold's training targets, per target when there are several (a constant one: std 1)."""
+    std = y_train.std(0)
+    return y_train.mean(0).tolist(), np.where(std > 0, std, 1.0).tolist()
+
+
+def fit_model(
+    cfg, prep: Prepared, folder: ModelFolder, rows: dict, k, backbone, pseudo: tuple | None = None
+) -> tuple[dict, dict, dict | None]:
+    """One model fitted on `rows["train"]` (early-stopped on and scored on `rows["val"]`) and on `pseudo`'s
+    pseudo-labelled test rows: its result, predictions in the target's units, and what predicting new rows needs:
+    (fitted state, torch weights or None)."""
+    comp = prep.comp
     forward, inverse = target_transform(cfg, comp)
     y = forward(comp.y.astype(float)) if comp.task == Task.REGRESSION else comp.y  # what the models learn
+    inputs = fold_datasets(comp, backbone, cfg, rows, y, prep.out_dir / "cache")
+    if pseudo is not None:
+        inputs.datasets["train"] = with_pseudo(inputs.datasets, *pseudo)
+    y_train = y[rows["train"]].astype(float)
+    y_scale = target_scale(y_train) if comp.task in REGRESSIONS else (0, 1)
+    res = fit_fold(cfg, comp, backbone, inputs, k, folder.path, y_scale)
+    res["test_seconds"] += inputs.test_seconds  # the test rows' features count as predicting them
+    y_range = (y_train.min(0).tolist(), y_train.max(0).tolist()) if comp.task in REGRESSIONS else None
+    res |= {p: to_target(res[p], y_range, inverse) for p in ("val", "test")}
+    model = res.pop("model")
+    state = inputs.fitted | {"y_scale": list(y_scale), "y_range": y_range}
+    if isinstance(model, torch.nn.Module):
+        return res, state, model.state_dict()
+    return res, state | {"estimator": model, "categorical": res.pop("categorical")}, None
+
+
+def run_folds(cfg, prep: Prepared, folder: ModelFolder) -> list[tuple[int, dict, dict]]:
+    """Train (or reload) every fold; returns (k, rows, result) per fold."""
+    comp, out, shared, pseudo = prep.comp, [], None, None
     trains_backbone = cfg.model.kind in BACKBONE_KINDS and not is_frozen(cfg.model)
     for k, rows in fold_rows(prep.folds, prep.folds_meta):
         res = folder.read_fold(k, prep.folds_meta["folds_hash"])
@@ -201,20 +245,10 @@ def run_folds(cfg, prep: Prepared, folder: ModelFolder) -> list[tuple[int, dict,
             seed_everything(cfg.seed * 1000 + k)
             if trains_backbone or shared is None:  # finetuning starts every fold from the pretrained weights
                 shared = build_backbone(cfg.model.kind, cfg.model.backbone)
-            backbone = shared
-            inputs = fold_datasets(comp, backbone, cfg, rows, y, prep.out_dir / "cache")
-            y_train = y[rows["train"]].astype(float)
-            y_scale = (float(y_train.mean()), float(y_train.std() or 1.0)) if comp.task == Task.REGRESSION else (0, 1)
-            res = fit_fold(cfg, comp, backbone, inputs, k, folder.path, y_scale)
-            res["test_seconds"] += inputs.test_seconds  # the test rows' features count as predicting them
-            y_range = (float(y_train.min()), float(y_train.max())) if comp.task == Task.REGRESSION else None
-            res |= {p: to_target(res[p], y_range, inverse) for p in ("val", "test")}
-            model = res.pop("model")
-            state = inputs.fitted | {"y_scale": list(y_scale), "y_range": y_range}
-            if isinstance(model, torch.nn.Module):
-                folder.write_fold_model(k, state, model.state_dict())
-            else:
-                folder.write_fold_model(k, state | {"estimator": model, "categorical": res.pop("categorical")}, None)
+            if cfg.get("pseudo_labels") is not None and pseudo is None:
+                pseudo = pseudo_labels(cfg, prep)
+            res, state, weights = fit_model(cfg, prep, folder, rows, k, shared, None if pseudo is None else pseudo[k])
+            folder.write_fold_model(k, state, weights)
             folder.write_fold(k, res, prep.folds_meta["folds_hash"])  # last: marks the fold done
             score = comp.metric(comp.y[rows["val"]], res["val"])
             log.info(
@@ -229,6 +263,20 @@ def run_folds(cfg, prep: Prepared, folder: ModelFolder) -> list[tuple[int, dict,
     return out
 
 
+def refit(cfg, prep: Prepared, folder: ModelFolder, results: list) -> tuple[np.ndarray | None, dict | None]:
+    """With `model.refit_full`, the test predictions of one model refitted on every row (`refit.py`), and what
+    metrics.json records of it; else (None, None): the fold models' average predicts the test rows."""
+    if not cfg.model.get("refit_full", False):
+        return None, None
+
+    def fit_all(sized_cfg, rows):
+        seed_everything(cfg.seed * 1000 + len(results))  # a seed no fold used
+        backbone = build_backbone(sized_cfg.model.kind, sized_cfg.model.backbone)
+        return fit_model(sized_cfg, prep, folder, rows, "refit", backbone)
+
+    return refit_full(cfg, prep, folder, results, fit_all)
+
+
 def prediction_frame(comp, ids, pred: np.ndarray) -> pd.DataFrame:
     """The id column, then one probability column per class label, or `prediction` for regression."""
     if comp.task == Task.REGRESSION:
@@ -238,14 +286,17 @@ def prediction_frame(comp, ids, pred: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame({comp.id_col: np.asarray(ids), **cols})
 
 
-def write_results(cfg, prep: Prepared, folder: ModelFolder, results: list, seconds: float) -> dict:
-    """The fold results joined into the member's oof/test predictions, history and metrics."""
+def write_results(
+    cfg, prep: Prepared, folder: ModelFolder, results: list, seconds: float, refitted: tuple = (None, None)
+) -> dict:
+    """The fold results joined into the member's oof/test predictions, history and metrics. `refitted`: the test
+    predictions of a model refitted on every row, which replace the fold models' average, and its record."""
     comp = prep.comp
     width = () if comp.task == Task.REGRESSION else (len(comp.classes),)
     oof = np.full((len(comp.y), *width), np.nan)
     for _, rows, res in results:
         oof[rows["val"]] = res["val"]
-    test = np.mean([res["test"] for _, _, res in results], axis=0)
+    test = np.mean([res["test"] for _, _, res in results], axis=0) if refitted[0] is None else refitted[0]
     hist = pd.DataFrame([{"fold": k, **h} for k, _, res in results for h in res["history"]])
     scores = [comp.metric(comp.y[rows["val"]], res["val"]) for _, rows, res in results]
     valid = ~np.isnan(oof if oof.ndim == 1 else oof[:, 0])
@@ -268,15 +319,32 @@ def write_results(cfg, prep: Prepared, folder: ModelFolder, results: list, secon
         "kind": cfg.model.kind,
         "finetune": cfg.model.get("finetune"),
         "seed": cfg.seed,
+        **({"refit_full": refitted[1]} if refitted[1] else {}),
     }
     oof_df = prediction_frame(comp, comp.train[comp.id_col], oof)
     folder.write_results(oof_df, prediction_frame(comp, comp.test[comp.id_col], test), hist, metrics)
     return metrics
 
 
+def with_teacher(cfg, prep: Prepared):
+    """A member that learns from the saved ensemble (model.distill, pseudo_labels) records its digest as `teacher`:
+    in the spec, so that a new ensemble makes a new member rather than reusing one taught by the old."""
+    if not (cfg.model.get("distill", False) or cfg.get("pseudo_labels") is not None):
+        return cfg
+    if cfg.get("pseudo_labels") is not None:
+        check_pseudo(cfg, prep.comp.task)
+    if cfg.model.get("distill", False):
+        check_distill(prep.comp.task)
+
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        cfg.teacher = teacher_digest(prep.out_dir)
+    return cfg
+
+
 def train_job(cfg, prep: Prepared) -> dict:
     """Train one model spec over all folds (resuming finished folds) and write its folder."""
-    cfg = resolved(cfg)
+    cfg = with_teacher(resolved(cfg), prep)
     folder = model_folder(prep.out_dir, model_id(cfg, prep.comp.task))
     if folder.is_complete(prep.folds_meta["folds_hash"]) and not cfg.retrain:
         log.info("model %s: complete with this config and these folds, skipping (retrain=true to redo)", folder.name)
@@ -284,11 +352,16 @@ def train_job(cfg, prep: Prepared) -> dict:
     if cfg.retrain:
         for f in folder.fold_files():
             f.unlink()
+    if cfg.model.get("refit_full", False):
+        check_refit(cfg, prep.comp.task)  # before any fold trains
     start = time.time()
     folder.write_config(cfg)
     log.info("model %s: training %d folds -> %s", folder.name, len(fold_rows(prep.folds, prep.folds_meta)), folder.path)
-    results = run_folds(cfg, prep, folder)
-    metrics = write_results(cfg, prep, folder, results, time.time() - start)
+    if cfg.model.get("distill", False):
+        results = run_student(cfg, prep, folder, fold_rows(prep.folds, prep.folds_meta))
+    else:
+        results = run_folds(cfg, prep, folder)
+    metrics = write_results(cfg, prep, folder, results, time.time() - start, refit(cfg, prep, folder, results))
     log.info(
         "model %s: CV %s %.5f (mean %.5f +- %.5f over folds)",
         folder.name,

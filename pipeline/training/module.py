@@ -57,8 +57,9 @@ class Net(Outputs, L.LightningModule):
         if isinstance(self.loss_fn, nn.CrossEntropyLoss):
             return self.loss_fn(logits, y.long())
         if isinstance(self.loss_fn, nn.BCEWithLogitsLoss):
-            return self.loss_fn(logits.squeeze(-1), y.float())
-        return self.loss_fn(logits.squeeze(-1), (y.float() - self.y_mean) / self.y_std)
+            return self.loss_fn(logits.squeeze(-1), y.float())  # (n,) binary; (n, labels) several labels
+        mean, std = (torch.as_tensor(v, dtype=torch.float32, device=y.device) for v in (self.y_mean, self.y_std))
+        return self.loss_fn(logits.squeeze(-1), (y.float() - mean) / std)  # per target for several targets
 
     # -- training ------------------------------------------------------------------------------------
     @property

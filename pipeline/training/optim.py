@@ -7,7 +7,7 @@ import re
 import torch
 from torch import nn
 
-from pipeline.choices import Finetune, Loss, ModelKind, Scheduler
+from pipeline.choices import REGRESSIONS, Finetune, Loss, ModelKind, Scheduler
 from pipeline.errors import UserError
 
 LOSSES = tuple(Loss)
@@ -97,13 +97,15 @@ def build_scheduler(cfg, optimizer: torch.optim.Optimizer, steps_per_epoch: int,
 
 
 def build_loss(name: str, task: str, label_smoothing: float = 0.0) -> nn.Module:
-    """The training loss; `auto` = cross-entropy for classes, MSE for regression."""
+    """The training loss; `auto` = cross-entropy for classes, MSE for regression, binary cross-entropy per label
+    for several labels (one sigmoid output each)."""
     if name not in LOSSES:
         raise UserError(f"unknown model.loss '{name}': choose one of {', '.join(LOSSES)}")
     if name == "auto":
-        name = "mse" if task == "regression" else "cross_entropy"
+        name = {"regression": "mse", "multiregression": "mse", "multilabel": "bce"}.get(task, "cross_entropy")
     regression = name in ("mse", "mae", "smooth_l1")
-    if regression != (task == "regression") or (name == "bce" and task != "binary"):
+    fits = regression == (task in REGRESSIONS) and (name != "bce" or task in ("binary", "multilabel"))
+    if not fits or (name == "cross_entropy" and task == "multilabel"):
         raise UserError(f"model.loss={name} does not fit a {task} task")
     return {
         "cross_entropy": lambda: nn.CrossEntropyLoss(label_smoothing=label_smoothing),

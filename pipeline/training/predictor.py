@@ -1,5 +1,6 @@
 """Predict new rows with a trained member: each fold model, through its own fitted preprocessing, on the rows, then
-averaged over the folds as training averaged its test predictions. Nothing is fitted here."""
+averaged over the folds as training averaged its test predictions (or its refit model alone, where training refitted
+one on every row). Nothing is fitted here."""
 
 import hashlib
 import importlib.util
@@ -93,21 +94,35 @@ def predict_member(
     image_dir: str | None = None,
     shared: dict | None = None,
 ) -> np.ndarray:
-    """(rows, columns) predictions of `test` by the member in `folder`, in the target's units. `shared`: what the
-    members predicting these same rows compute once (`test_dataset`, frozen embeddings); `predict_rows` passes
-    one to all its members."""
+    """(rows, columns) predictions of `test` by the member in `folder`, in the target's units: its fold models'
+    average, or its refit model's (model.refit_full: it alone made test.csv). `shared`: what the members predicting
+    these same rows compute once (`test_dataset`, frozen embeddings); `predict_rows` passes one to all its members."""
+    folds = (
+        [folder.read_refit_model()] if folder.has_refit() else [folder.read_fold_model(k) for k in folder.fold_ids()]
+    )
+    return np.mean(predict_folds(folder, info, test, folds, image_dir, shared), axis=0)
+
+
+def predict_folds(
+    folder: ModelFolder,
+    info: CompetitionInfo,
+    test: pd.DataFrame,
+    folds: list[tuple[dict, dict | None]],
+    image_dir: str | None = None,
+    shared: dict | None = None,
+) -> list[np.ndarray]:
+    """Each of the `folds` models' (state, weights) predictions of `test`, in the target's units."""
     shared = {} if shared is None else shared
     cfg = with_local_sources(folder.read_config(), folder.path.parent.parent)
     comp = member_competition(info, cfg.data, test, image_dir)
     _, inverse = TARGET_TRANSFORMS[cfg.model.get("target_transform", TargetTransform.NONE)]
     has_backbone = cfg.model.kind in BACKBONE_KINDS
     frozen = is_frozen(cfg.model)
-    folds = [folder.read_fold_model(k) for k in folder.fold_ids()]
     if has_backbone and not frozen and one_input(folds):  # one pass over the rows, every fold model on each batch
         backbones = [finetuned_backbone(cfg) for _ in folds]
         nets = [fold_net(cfg, comp, b, state, weights) for b, (state, weights) in zip(backbones, folds, strict=True)]
         raw = predict_nets(cfg, nets, test_dataset(cfg, comp, backbones[0], folds[0][0], None, shared))
-        return np.mean([to_target(p, s["y_range"], inverse) for p, (s, _) in zip(raw, folds, strict=True)], axis=0)
+        return [to_target(p, s["y_range"], inverse) for p, (s, _) in zip(raw, folds, strict=True)]
     backbone, emb, preds = None, None, []
     for state, weights in folds:
         if has_backbone and frozen and emb is None:  # one embedding pass serves every fold, and every member alike
@@ -123,7 +138,7 @@ def predict_member(
         else:
             pred = predict_net(cfg, fold_net(cfg, comp, backbone, state, weights), ds)
         preds.append(to_target(pred, state["y_range"], inverse))
-    return np.mean(preds, axis=0)
+    return preds
 
 
 def finetuned_backbone(cfg: DictConfig):

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 
 import pandas as pd
 
-from pipeline.choices import Finetune
+from pipeline.choices import MULTI, REGRESSIONS, Finetune
 from pipeline.data.contract import Competition
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ def default_model(comp: Competition) -> str:
     if comp.image_col:
         return "image"  # the pretrained EfficientNet-Lite0 finetuned at 1/10 of the head's LR
     if comp.text_col:  # rotten: CV 0.872 (NB-LR) and 0.866 (LR) in ~15 s vs 0.83-0.84 for heads on MiniLM embeddings
-        return "text_tfidf" if comp.task == "regression" else "text_nb"
+        return "text_tfidf" if comp.task in REGRESSIONS else "text_nb"
     return "tabular_lgbm"
 
 
@@ -84,7 +84,7 @@ def linear_head(task: str) -> str:
     """A linear sklearn head on embeddings: the 'frozen features + linear model' anchor, as a member."""
     est = (
         "{_target_:sklearn.linear_model.Ridge,alpha:1.0}"
-        if task == "regression"
+        if task in REGRESSIONS
         else "{_target_:sklearn.linear_model.LogisticRegression,C:1.0,max_iter:3000}"
     )
     return f"model.head.estimator={est}"
@@ -210,7 +210,7 @@ def text_members(comp: Competition, gpu: bool, has_tab: bool) -> list[Member]:
             features,
         ),
     ]
-    if comp.task != "regression":  # NB-LR first: stronger alone (rotten test AUC 0.881 vs 0.872), as cheap
+    if comp.task not in REGRESSIONS:  # NB-LR first: stronger alone (rotten test AUC 0.881 vs 0.872), as cheap
         why = "TF-IDF scaled by Naive Bayes log-count ratios, logistic regression (NBSVM): the text view"
         members.insert(0, Member(["model=text_nb", "seed=0", *only_text], why, k * COST["tfidf"]))
     if has_tab:
@@ -239,7 +239,7 @@ def joined_members(comp: Competition) -> list[Member]:
     many-level categoricals target-encoded): a word and a column in one model, linear and in trees."""
     k = len(comp.train) / 1000
     view = table_view(comp)
-    linear = "model=text_tfidf" if comp.task == "regression" else "model=text_nb"
+    linear = "model=text_tfidf" if comp.task in REGRESSIONS else "model=text_nb"
     return [
         Member(
             [linear, *view, "seed=0"],
@@ -292,7 +292,7 @@ def image_members(comp: Competition, gpu: bool, has_tab: bool, backbone: str, bu
     joined = " joined with the tabular features" if has_tab else ""
     features = (f"image features at {size} px", embed)  # cached: the first head to train pays for the pass
     members = frozen_heads(frozen, comp.task, f"frozen features at {size} px{joined}", head, features)
-    if comp.task != "regression":  # no network at all: another view of the images, cheap below ~20k of them
+    if comp.task not in REGRESSIONS:  # no network at all: another view of the images, cheap below ~20k of them
         only_pixels = ["data.feature_cols=[]"] if has_tab else []
         why = "RBF SVM on the images' own grey levels at 28 px: no ImageNet features, other errors"
         pixels = k * k * COST["pixels_svm"] + images * COST["pixels_read"]
@@ -318,6 +318,21 @@ def image_members(comp: Competition, gpu: bool, has_tab: bool, backbone: str, bu
     ]
 
 
+# presets with a scikit-learn (API) head (head.type: sklearn, theirs or their parent's): several targets fit one
+# model each, so their cost grows with the targets; a network's head only grows wider (tests/test_zoo.py checks it)
+SKLEARN_PRESETS = frozenset(
+    ("image_pixels", "tabular_catboost", "tabular_et", "tabular_hgb", "tabular_knn", "tabular_lgbm")
+    + ("tabular_lgbm_deep", "tabular_lgbm_shallow", "tabular_realmlp", "tabular_rf", "tabular_tabm", "tabular_xgb")
+    + ("text_lgbm", "text_nb", "text_tfidf")
+)
+
+
+def per_target(m: Member) -> bool:
+    """The member fits one model per target (an sklearn head), not one network for all."""
+    preset = next((o.split("=", 1)[1] for o in m.overrides if o.startswith("model=")), None)
+    return "model.head.type=sklearn" in m.overrides or preset in SKLEARN_PRESETS
+
+
 def plan(
     comp: Competition,
     gpu: bool,
@@ -338,4 +353,6 @@ def plan(
         members += tabular_members(comp, mixed, gpu)
     for m in members:
         m.overrides += tt
+        if comp.task in MULTI and per_target(m):
+            m.cost *= len(comp.classes)
     return sorted(members, key=lambda m: m.tier)  # stable: the order within a tier is kept
