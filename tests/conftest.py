@@ -110,6 +110,19 @@ def make_comp(tmp_path: Path) -> Callable[..., Comp]:
 
 
 @pytest.fixture(scope="session")
+def assets(tmp_path_factory, tiny_bert) -> dict[str, Path]:
+    """A ResNet-18 state dict with renamed tensors (loads by position) and a 2-layer BERT folder + tokenizer."""
+    import timm
+
+    d = tmp_path_factory.mktemp("assets")
+    torch.manual_seed(0)
+    state = timm.create_model("resnet18").state_dict()
+    torch.save({f"layer_{i}": t for i, t in enumerate(state.values())}, d / "resnet18_renamed.pth")
+    torch.save(state, d / "resnet18.pth")
+    return {"resnet": d / "resnet18_renamed.pth", "resnet_named": d / "resnet18.pth", "bert": tiny_bert}
+
+
+@pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory) -> Path:
     """A 2-layer BERT (hidden 32) with the all-MiniLM-L6-v2 tokenizer, saved as a local "pretrained" folder."""
     from transformers import AutoTokenizer, BertConfig, BertModel

@@ -6,7 +6,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import timm
 import torch
 from conftest import build_cfg, comp_cfg
 
@@ -17,17 +16,6 @@ from pipeline.training.job import model_id, train_job
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 FAST = ["trainer.max_epochs=2", "trainer.progress_bar=false", "trainer.batch_size=16", "cv.n_folds=3"]
-
-
-@pytest.fixture(scope="session")
-def assets(tmp_path_factory, tiny_bert) -> dict[str, Path]:
-    """A ResNet-18 state dict with renamed tensors (loads by position) and a 2-layer BERT folder + tokenizer."""
-    d = tmp_path_factory.mktemp("assets")
-    torch.manual_seed(0)
-    state = timm.create_model("resnet18").state_dict()
-    torch.save({f"layer_{i}": t for i, t in enumerate(state.values())}, d / "resnet18_renamed.pth")
-    torch.save(state, d / "resnet18.pth")
-    return {"resnet": d / "resnet18_renamed.pth", "resnet_named": d / "resnet18.pth", "bert": tiny_bert}
 
 
 def config(comp, tmp_path: Path, *overrides: str):

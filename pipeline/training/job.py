@@ -62,6 +62,11 @@ ID_NEUTRAL = {
     ("data", "high_card_encoding"): HighCardinality.NONE,
     ("data", "high_card_min_levels"): 50,
     ("data", "text_stats"): False,
+    ("model", "mixup"): 0.0,
+    ("model", "cutmix"): 0.0,
+    ("trainer", "ema"): False,
+    ("trainer", "ema_decay"): 0.999,
+    ("trainer", "lr_find"): False,
 }
 
 NEW_DATA_KEYS = ("datetime_cols", "high_card_encoding", "high_card_min_levels", "text_stats")

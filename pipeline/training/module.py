@@ -33,10 +33,18 @@ class Net(Outputs, L.LightningModule):
         y_scale: tuple[float, float] = (0.0, 1.0),
         tta: bool = False,
         layer_decay: float | None = None,
+        mixup=None,
     ):
         super().__init__()
         self.backbone, self.head, self.loss_fn, self.metric = backbone, head, loss, metric
         self.optimizer_factory, self.scheduler_cfg = optimizer, scheduler_cfg
+        # the head's LR, which the LR finder (trainer.lr_find) replaces; no optimizer: a Net that only runs forward
+        self.lr = optimizer.keywords["lr"] if optimizer is not None else None
+        self.mixup = mixup  # timm's Mixup (mixup / cutmix of images and their one-hot labels) or None
+        if mixup is not None:  # mixed images have soft labels (timm imported only then)
+            from timm.loss import SoftTargetCrossEntropy
+
+            self.mixup_loss = SoftTargetCrossEntropy()
         self.backbone_lr_mult, self.probe_epochs, self.l1, self.tta = backbone_lr_mult, probe_epochs, l1, tta
         self.layer_decay = layer_decay  # per-layer backbone LR (optim.layer_decay_groups); None: one backbone LR
         self.y_mean, self.y_std = y_scale  # regression targets are standardized with the fold's train rows
@@ -71,9 +79,21 @@ class Net(Outputs, L.LightningModule):
         # Lightning restores each module's own mode after validation; the probe phase ends at an epoch boundary
         self.train()
 
+    def on_fit_start(self) -> None:
+        # an LR range test (trainer.lr_find) fits the same module first: its steps are not this fit's history
+        self.history.clear()
+        self._val.clear()
+        self._train_loss.clear()
+        self._train_pred.clear()
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        logits = self(batch)
-        loss = self.compute_loss(logits, batch["y"])
+        if self.mixup is not None and len(batch["y"]) % 2 == 0:  # timm mixes a batch with its reverse: even sizes
+            image, soft = self.mixup(batch["image"], batch["y"].long())
+            logits = self({**batch, "image": image})
+            loss = self.mixup_loss(logits, soft)
+        else:
+            logits = self(batch)
+            loss = self.compute_loss(logits, batch["y"])
         if self.l1 > 0:  # L1 on the head's weights, for sparsity
             loss = loss + self.l1 * sum(p.abs().sum() for n, p in self.head.named_parameters() if "weight" in n)
         self._train_loss.append(loss.detach())
@@ -132,8 +152,7 @@ class Net(Outputs, L.LightningModule):
         return self.predict_batch(batch)
 
     def configure_optimizers(self):
-        lr = self.optimizer_factory.keywords["lr"]
-        groups = param_groups(self.backbone, self.head, lr, self.backbone_lr_mult, self.layer_decay)
+        groups = param_groups(self.backbone, self.head, self.lr, self.backbone_lr_mult, self.layer_decay)
         optimizer = self.optimizer_factory(groups)
         steps = self.trainer.estimated_stepping_batches // max(1, self.trainer.max_epochs)
         sched = build_scheduler(self.scheduler_cfg, optimizer, steps, self.trainer.max_epochs)

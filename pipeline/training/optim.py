@@ -7,7 +7,7 @@ import re
 import torch
 from torch import nn
 
-from pipeline.choices import REGRESSIONS, Loss, Scheduler
+from pipeline.choices import REGRESSIONS, Finetune, Loss, ModelKind, Scheduler
 from pipeline.errors import UserError
 
 LOSSES = tuple(Loss)
@@ -114,3 +114,22 @@ def build_loss(name: str, task: str, label_smoothing: float = 0.0) -> nn.Module:
         "mae": nn.L1Loss,
         "smooth_l1": nn.SmoothL1Loss,
     }[name]()
+
+
+def build_mixup(m, n_classes: int, loss: nn.Module):
+    """timm's `Mixup` for `model.mixup` / `model.cutmix` (Beta(alpha, alpha) mixing weights; 0: off; both on: one
+    of the two per batch, at random), or None when both are 0. Mixed images get mixed one-hot labels, so it needs a
+    cross-entropy loss over classes and images that reach the network (a finetune, not frozen embeddings)."""
+    mixup, cutmix = float(m.get("mixup") or 0), float(m.get("cutmix") or 0)
+    if mixup == 0 and cutmix == 0:
+        return None
+    if m.kind != ModelKind.IMAGE or m.get("finetune") == Finetune.FROZEN or not isinstance(loss, nn.CrossEntropyLoss):
+        raise UserError(
+            f"model.mixup={mixup:g} / model.cutmix={cutmix:g} mix images and their class labels: they need "
+            f"model=image with model.finetune=full or probe_then_full and a classification task with "
+            f"model.loss=auto or cross_entropy (got model.kind={m.kind}, model.finetune={m.get('finetune')}, "
+            f"{type(loss).__name__}); set both to 0"
+        )
+    from timm.data import Mixup
+
+    return Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, label_smoothing=m.label_smoothing, num_classes=n_classes)
