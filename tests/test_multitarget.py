@@ -126,7 +126,7 @@ FAST_LR = "model.head.estimator={_target_:sklearn.linear_model.LogisticRegressio
 
 
 def test_multilabel_members_ensemble_and_predict(make_comp, make_cfg, out_dir, one_thread) -> None:
-    """A logistic regression and a LightGBM fit one model per label; the ensemble combines per label, the
+    """CatBoost (native categoricals) and LightGBM fit one model per label; the ensemble combines per label, the
     submission follows the sample's columns and predict reproduces it."""
     from pipeline import ensemble, predict
     from pipeline.training.job import train_job
@@ -137,7 +137,8 @@ def test_multilabel_members_ensemble_and_predict(make_comp, make_cfg, out_dir, o
     )
     target = [_target(*LABELS), f"data.sample_submission={comp.dir / 'sample.csv'}", "data.feature_cols=[num,cat]"]
     lgbm = ["model=tabular_lgbm", "model.head.estimator.n_estimators=20", "model.head.estimator.min_child_samples=3"]
-    for member in (["model=tabular_hgb", "model.head.estimator.max_iter=20"], lgbm):
+    catboost = ["model=tabular_catboost", "model.head.estimator.iterations=20"]  # native categoricals: integer codes
+    for member in (catboost, lgbm):
         metrics = train_job(cfg := make_cfg(comp, *target, *member), prepare(cfg))
     oof = pd.read_csv(out_dir / "models" / metrics["model_id"] / "oof.csv")
     assert list(oof.columns) == ["id", *LABELS] and _probabilities(oof[LABELS])

@@ -161,7 +161,8 @@ def sklearn_inputs(est, ds: ArrayDataset, categorical: list[int], as_sparse: boo
     x = _features(ds)
     if as_sparse:
         return sparse.csr_matrix(x)
-    return _with_integer_codes(x, categorical) if categorical and _library(est) == "catboost" else x
+    first = est[0] if isinstance(est, list) else est  # several targets: one estimator each, of one library
+    return _with_integer_codes(x, categorical) if categorical and _library(first) == "catboost" else x
 
 
 def predict_sklearn(est, comp: Competition, x) -> np.ndarray:
