@@ -431,6 +431,10 @@ def _model_text(preset: str) -> str:
     return path.read_text() + "".join(_model_text(b) for b in bases)
 
 
+def _preference(preset: str) -> tuple[int, str]:
+    return (preset not in ("image", "text", "tabular"), preset)
+
+
 def _unknown_key(config_name: str, overrides: list[str], bad: str, key: str) -> UserError:
     """One line for an override of a key the config does not have, with the closest key that exists."""
     rest = [o for o in overrides if o != bad]
@@ -439,7 +443,8 @@ def _unknown_key(config_name: str, overrides: list[str], bad: str, key: str) -> 
     except Exception:  # noqa: BLE001  (another bad override: suggest from the plain config)
         cfg = _compose(config_name, [])
     if key.startswith("model.") and OmegaConf.select(cfg, "model.kind") == "auto":
-        presets = [p.stem for p in sorted((CONF_DIR / "model").glob("*.yaml")) if p.stem != "auto"]
+        # the modalities' own presets first: the example should be the one a user most likely means
+        presets = sorted((p.stem for p in (CONF_DIR / "model").glob("*.yaml") if p.stem != "auto"), key=_preference)
         leaf = key.rsplit(".", 1)[-1]
         having = [  # composed only where the key's name is written (each composition takes ~0.1 s)
             p

@@ -71,7 +71,11 @@ TRAIN_LINES = [
         r"model=auto .*has no `model.finetune`: pick a preset first, e.g. `model=image model.finetune=frozen`",
         "model.finetune=frozen",
     ),
-    case("unknown model preset", r"model=foo: no such option in group 'model'; choose one of auto, image", "model=foo"),
+    case(
+        "unknown model preset",
+        r"model=foo: no such option in group 'model'; choose one of auto, .*image, ",
+        "model=foo",
+    ),
     case("misspelled model preset", r"did you mean `model=image`\?", "model=imag"),
     case("misspelled optimizer", r"did you mean `optimizer=adam`\?", "optimizer=adm"),
     case("misspelled scheduler", r"did you mean `scheduler=cosine`\?", "scheduler=cosin"),

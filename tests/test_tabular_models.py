@@ -85,10 +85,10 @@ def test_early_stopping_follows_the_folds_validation_rows(tmp_path, preset):
     negated make every further round worse, so it stops at once: the stop is decided on those rows."""
     cfg = config(competition(tmp_path / "c"), tmp_path / "out", f"model={preset}", *SMALL[preset], FAST_LR)
     cfg, comp, datasets = first_fold(cfg)
-    _, rounds, _ = _fit(cfg, comp, sklearn_estimator(cfg.model.head.estimator, comp.task), datasets)
+    _, rounds, _, _ = _fit(cfg, comp, sklearn_estimator(cfg.model.head.estimator, comp.task), datasets)
     val = datasets["val"].arrays
     flipped = {**datasets, "val": ArrayDataset({"tab": val["tab"].numpy(), "y": -val["y"].numpy()})}
-    _, flipped_rounds, _ = _fit(cfg, comp, sklearn_estimator(cfg.model.head.estimator, comp.task), flipped)
+    _, flipped_rounds, _, _ = _fit(cfg, comp, sklearn_estimator(cfg.model.head.estimator, comp.task), flipped)
     assert 3 <= rounds < CAP
     assert flipped_rounds <= PATIENCE + 1 < rounds
 
@@ -126,7 +126,7 @@ def test_sparse_input_makes_xgboost_read_zeros_as_missing(tmp_path):
     cfg = config(competition(tmp_path / "c"), tmp_path / "out", *overrides, "model.sparse_input=true")
     cfg, comp, datasets = first_fold(cfg)
     est = sklearn_estimator(cfg.model.head.estimator, comp.task)
-    x, _, _ = _fit(cfg, comp, est, datasets)
+    x, _, _, _ = _fit(cfg, comp, est, datasets)
     assert sparse.issparse(x["train"]) and sparse.issparse(x["test"])
     zero = x["test"].toarray()
     zero[:, 0] = 0.0  # column 0: `num`, as it is; then the one-hot columns of `cat`

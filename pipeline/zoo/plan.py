@@ -322,7 +322,7 @@ def image_members(comp: Competition, gpu: bool, has_tab: bool, backbone: str, bu
 # presets with a scikit-learn (API) head (head.type: sklearn, theirs or their parent's): several targets fit one
 # model each, so their cost grows with the targets; a network's head only grows wider (tests/test_zoo.py checks it)
 SKLEARN_PRESETS = frozenset(
-    ("image_pixels", "tabular_catboost", "tabular_et", "tabular_hgb", "tabular_knn", "tabular_lgbm")
+    ("distill", "image_pixels", "tabular_catboost", "tabular_et", "tabular_hgb", "tabular_knn", "tabular_lgbm")
     + ("tabular_lgbm_deep", "tabular_lgbm_shallow", "tabular_realmlp", "tabular_rf", "tabular_tabm", "tabular_xgb")
     + ("text_lgbm", "text_nb", "text_tfidf")
 )
