@@ -109,15 +109,14 @@ def _regression(P: np.ndarray, y: np.ndarray, name: str) -> Scorer:
 def batch_scorer(metric: Metric, P: np.ndarray, y: np.ndarray) -> Scorer:
     """Vectorized equivalents of the registry's metrics where they exist; the metric itself otherwise (always for
     several targets, whose metrics share the names)."""
-    if y.ndim == 2:
-        pass
-    elif metric.name == "accuracy":
+    one_target = y.ndim == 1
+    if one_target and metric.name == "accuracy":
         return _accuracy(P, y)
-    elif metric.name == "logloss":
+    if one_target and metric.name == "logloss":
         return _logloss(P, y)
-    elif metric.name == "roc_auc" and P.shape[2] == 2 and 0 < y.sum() < len(y):
+    if one_target and metric.name == "roc_auc" and P.shape[2] == 2 and 0 < y.sum() < len(y):
         return _binary_auc(P, y)
-    elif metric.name in ("rmse", "mae", "r2") and P.shape[2] == 1:
+    if one_target and metric.name in ("rmse", "mae", "r2") and P.shape[2] == 1:
         return _regression(P, y, metric.name)
 
     def scores(total: np.ndarray, step: int) -> np.ndarray:
