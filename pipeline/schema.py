@@ -162,6 +162,12 @@ def widths(v: Any) -> str | None:
     return "a non-empty list of layer widths >= 1, e.g. [256] or [512,256]"
 
 
+def sizes(v: Any) -> str | None:
+    if isinstance(v, list) and all(isinstance(w, int) and not isinstance(w, bool) and w >= 8 for w in v):
+        return None
+    return "a list of image sizes >= 8 px, one per early epoch, e.g. [48,64] or []"
+
+
 def fraction(v: Any) -> str | None:
     return number(ge=0, lt=1)(v)
 
@@ -218,6 +224,7 @@ TRAIN = {
     "model.backbone.num_hidden_layers": integer(lo=1, nullable=True),
     "model.backbone_lr_mult": number(gt=0),
     "model.probe_epochs": integer(lo=0),
+    "model.train_sizes": sizes,
     "model.layer_decay": number(gt=0, nullable=True),
     "model.sparse_input": boolean,
     "model.head.type": one_of(HeadType),

@@ -17,6 +17,7 @@ from pipeline.errors import UserError
 from pipeline.models.backbones import image_backbone
 from pipeline.models.weights import join_split_zip
 from pipeline.training.loop import ema, min_loss_lr
+from pipeline.training.module import Net
 from pipeline.training.optim import build_mixup
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -46,9 +47,29 @@ def test_ema_validates_and_checkpoints_the_average(make_comp, tmp_path):
 
 
 def test_mixup_trains_an_image_finetune(make_comp, tmp_path, assets):
+    """With progressive resizing too: the first epoch at 16 px, the second at input_size (32)."""
     overrides = image_args(assets, "model.finetune=full", "model.mixup=0.2", "model.cutmix=1.0", *ONE_FOLD)
+    overrides.append("model.train_sizes=[16]")
     metrics, folder = run(config(make_comp(images=True), tmp_path, *overrides))
     assert np.isfinite(pd.read_csv(folder / "history.csv")["train_loss"]).all()
+
+
+@pytest.mark.filterwarnings("ignore:.*self.log")  # no trainer: epoch 0, nothing to log to
+def test_early_epochs_train_at_the_smaller_sizes():
+    """Progressive resizing (model.train_sizes): epoch e's training batches shrink to train_sizes[e] px; later
+    epochs, validation and prediction see the images at backbone.input_size."""
+    seen = []
+
+    class Pool(torch.nn.Module):
+        def forward(self, x):
+            seen.append(x.shape[-1])
+            return x.mean((2, 3))
+
+    net = Net(torch.nn.Linear(3, 2), torch.nn.CrossEntropyLoss(), None, None, None, Pool(), train_sizes=(16,))
+    batch = {"image": torch.randn(4, 3, 32, 32), "y": torch.tensor([0, 1, 0, 1])}
+    net.training_step(batch, 0)
+    net.validation_step(batch, 0)
+    assert seen == [16, 32]
 
 
 @pytest.mark.parametrize(

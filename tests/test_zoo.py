@@ -82,7 +82,11 @@ def test_image_plan_uses_native_size_and_finetunes(make_comp, make_cfg, tmp_path
     planned = models(plan(comp, gpu=False, tt=[]))
     assert native_size("tf_efficientnet_lite0") == 224
     assert any("model.finetune=frozen" in p and "input_size=224" in p for p in planned)  # 60 images: cheap
-    assert sum("model.finetune=full" in p for p in planned) >= 2  # two finetune seeds at least
+    finetunes = [p for p in planned if "model.finetune=full" in p]
+    assert len(finetunes) >= 2  # two finetune seeds at least
+    assert "input_size=96" in finetunes[0] and "model.train_sizes=[48,64]" in finetunes[0]  # progressive on a CPU
+    assert "input_size=48" in finetunes[1] and "train_sizes" not in finetunes[1]  # then a cheaper one at 48 px
+    assert not any("train_sizes" in p for p in models(plan(comp, gpu=True, tt=[])))  # a GPU: native size throughout
     assert any("model=image_pixels" in p for p in planned)  # the images' own pixels: another view
     reg = make_comp(images=True, labels=(0.5, 1.7, 2.25, 3.1), name="reg")
     regression = prepare(make_cfg(reg, f"paths.output_dir={tmp_path / 'reg'}")).comp

@@ -64,6 +64,7 @@ ID_NEUTRAL = {
     ("data", "text_stats"): False,
     ("model", "mixup"): 0.0,
     ("model", "cutmix"): 0.0,
+    ("model", "train_sizes"): [],
     ("trainer", "ema"): False,
     ("trainer", "ema_decay"): 0.999,
     ("trainer", "lr_find"): False,

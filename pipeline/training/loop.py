@@ -64,6 +64,7 @@ def build_net(cfg, comp: Competition, backbone: Backbone | None, in_dim: int) ->
         tta=m.tta,
         layer_decay=m.get("layer_decay"),  # in model=text_finetune; absent from older presets (keeps their ids)
         mixup=mixup,
+        train_sizes=m.get("train_sizes") or (),  # absent from older saved configs
     )
 
 

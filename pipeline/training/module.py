@@ -7,6 +7,7 @@ import lightning as L
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from pipeline.metrics import Metric
 from pipeline.training.inference import Outputs
@@ -34,6 +35,7 @@ class Net(Outputs, L.LightningModule):
         tta: bool = False,
         layer_decay: float | None = None,
         mixup=None,
+        train_sizes: tuple[int, ...] = (),
     ):
         super().__init__()
         self.backbone, self.head, self.loss_fn, self.metric = backbone, head, loss, metric
@@ -46,6 +48,7 @@ class Net(Outputs, L.LightningModule):
 
             self.mixup_loss = SoftTargetCrossEntropy()
         self.backbone_lr_mult, self.probe_epochs, self.l1, self.tta = backbone_lr_mult, probe_epochs, l1, tta
+        self.train_sizes = tuple(train_sizes)  # progressive resizing: epoch e < len trains at train_sizes[e] px
         self.layer_decay = layer_decay  # per-layer backbone LR (optim.layer_decay_groups); None: one backbone LR
         self.y_mean, self.y_std = y_scale  # regression targets are standardized with the fold's train rows
         self.history: list[dict] = []
@@ -87,6 +90,9 @@ class Net(Outputs, L.LightningModule):
         self._train_pred.clear()
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        if "image" in batch and self.current_epoch < len(self.train_sizes):  # an early epoch at a smaller size
+            size = self.train_sizes[self.current_epoch]
+            batch = {**batch, "image": F.interpolate(batch["image"], size=size, mode="bilinear", antialias=True)}
         if self.mixup is not None and len(batch["y"]) % 2 == 0:  # timm mixes a batch with its reverse: even sizes
             image, soft = self.mixup(batch["image"], batch["y"].long())
             logits = self({**batch, "image": image})
