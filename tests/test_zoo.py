@@ -11,11 +11,13 @@ import pandas as pd
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from pipeline.data.tabular import skewed_positive
 from pipeline.models.backbones import image_backbone
 from pipeline.prepare import prepare
 from pipeline.train import fit
+from pipeline.zoo import plan as plan_module
 from pipeline.zoo.plan import Member, default_model, frozen_size, native_size, plan
 from pipeline.zoo.run import Zoo, compose_member, fill, train_zoo
 
@@ -49,6 +51,18 @@ def test_tabular_plan_mixes_libraries_and_encodings(make_comp, make_cfg):
     assert any("model.categorical_encoding=native" in p for p in planned)  # `cat` is a string column
     assert any("model.head.estimator.subsample=1.0" in p for p in planned)  # XGBoost without row sampling
     assert not any("model=text" in p or "model=image" in p for p in planned)
+
+
+def test_text_plan_adds_mpnet_heads_once_its_weights_are_joined(make_comp, make_cfg, tmp_path, monkeypatch):
+    """After `make mpnet`: a linear and an MLP head on frozen all-mpnet-base-v2 embeddings, in tier 1 (after the
+    plan's cheap members), sharing one embedding pass; before it, none."""
+    assert OmegaConf.load(ROOT / "conf" / "model" / "text_mpnet.yaml").backbone.name == plan_module.MPNET
+    comp = prepare(make_cfg(make_comp(text=True))).comp
+    monkeypatch.setattr(plan_module, "MPNET", str(tmp_path / "absent"))
+    assert not any("model=text_mpnet" in m.overrides for m in plan(comp, gpu=False, tt=[]))
+    monkeypatch.setattr(plan_module, "MPNET", str(tmp_path))
+    mpnet = [m for m in plan(comp, gpu=False, tt=[]) if "model=text_mpnet" in m.overrides]
+    assert len(mpnet) == 2 and {m.tier for m in mpnet} == {1} and mpnet[0].shared == mpnet[1].shared
 
 
 def test_tabular_plan_adds_learners_that_err_elsewhere(make_comp, make_cfg, monkeypatch):
@@ -139,7 +153,9 @@ def overrides_for(comp, out: Path, *extra: str, trials: int = 0) -> list[str]:
 def test_auto_zoo_trains_every_view_and_records_it(make_comp, tmp_path):
     comp = make_comp(n_train=60, n_test=12, text=True)
     out = tmp_path / "zoo"
-    overrides = overrides_for(comp, out, f"zoo.skip=[text_finetune,catboost,xgb,native,'seed=1','seed=2',{OTHERS}]")
+    overrides = overrides_for(
+        comp, out, f"zoo.skip=[text_finetune,text_mpnet,catboost,xgb,native,'seed=1','seed=2',{OTHERS}]"
+    )
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
         members = train_zoo(cfg, prepare(cfg), overrides, fit)
@@ -165,7 +181,7 @@ def test_new_competition_commands_end_to_end(make_comp, tmp_path):
     train = overrides_for(
         comp,
         out,
-        f"zoo.skip=[text_finetune,catboost,xgb,native,'seed=1','seed=2',{OTHERS}]",
+        f"zoo.skip=[text_finetune,text_mpnet,catboost,xgb,native,'seed=1','seed=2',{OTHERS}]",
         "hydra.sweep.dir=" + str(tmp_path),
     )
     run = [sys.executable, "-m", "pipeline.train", "-m", *train]
@@ -276,7 +292,7 @@ def test_a_shared_embedding_pass_counts_until_a_member_has_paid_for_it(make_comp
     # slack on a loaded machine: 1.8 s skipped it there) and a head alone, never the pass and a head (3.6 s)
     for budget in (0.055, 0.2):
         out = tmp_path / f"b{budget}"
-        skip = "zoo.skip=[text_finetune,catboost,xgb,native,'model=tabular',lgbm]"
+        skip = "zoo.skip=[text_finetune,text_mpnet,catboost,xgb,native,'model=tabular',lgbm]"
         overrides = [*overrides_for(comp, out, skip), f"zoo.budget_minutes={budget}", "data.feature_cols=[]"]
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
             cfg = compose("train", overrides=overrides)

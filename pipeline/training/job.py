@@ -12,6 +12,7 @@ import os
 import random
 import re
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -149,6 +150,16 @@ def head_name(cfg, task: str | None = None) -> str:
     return (estimator_target(target, task) if task else target).rsplit(".", 1)[-1].lower()
 
 
+def backbone_label(name: str) -> str:
+    """A backbone as a model id names it: a package's name (`pkg://<package>/...`), a local path's last part
+    (`weights/all-mpnet-base-v2`), else a hub name's first part."""
+    if name.startswith("pkg://"):
+        return name.removeprefix("pkg://").split("/")[0]
+    if name.startswith(("/", ".")) or Path(name).exists():
+        return Path(name).name
+    return name.split("/")[0]
+
+
 def model_id(cfg, task: str | None = None) -> str:
     """Readable and unique: backbone, finetune mode, head (+ a categorical encoding other than onehot and a target
     transform), seed, and a hash of the whole spec."""
@@ -157,8 +168,7 @@ def model_id(cfg, task: str | None = None) -> str:
     if m.kind not in BACKBONE_KINDS:  # no pretrained backbone to name
         base = m.kind
     else:
-        name = m.backbone.name.removeprefix("pkg://").split("/")[0]
-        base = f"{name}-{m.finetune}"
+        base = f"{backbone_label(m.backbone.name)}-{m.finetune}"
     head = head_name(cfg, task)
     if m.kind not in BACKBONE_KINDS and encoding(cfg) != Encoding.ONEHOT:
         head += f"-{encoding(cfg)}"

@@ -9,7 +9,8 @@ trained tier by tier while the budget lasts. Costs are seconds on the 2-core CPU
 """
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import pandas as pd
 
@@ -27,6 +28,8 @@ GPU_SPEEDUP = 10.0  # mnist finetune: 165 s on an H200 vs ~750 s per member on 2
 # time (docs/benchmarks.md); GPU: every epoch near native size
 IMAGE_FINETUNE = {False: (96, [48, 64], 1.6), True: (160, [], (160 / 48) ** 2)}
 
+MPNET = "weights/all-mpnet-base-v2"  # conf/model/text_mpnet.yaml's backbone: there once `make mpnet` has run
+
 # seconds per 1,000 training rows for 5 folds on 2 CPU cores
 COST = {
     "gbm": 2.0,  # LightGBM / XGBoost, early-stopped on each fold's validation rows
@@ -40,6 +43,7 @@ COST = {
     "tfidf_gbm": 8.0,  # LightGBM on 5k word n-grams + the tabular features (tweets: ~25 s a fold of 5.5k rows)
     "frozen_head": 1.0,  # a head on cached embeddings
     "embed_gbm": 17.0,  # LightGBM on 384 MiniLM dimensions + the table, early-stopped (tweets: 120 s for 6.9k rows)
+    "mpnet_embed": 27.0,  # all-mpnet-base-v2 likewise (rotten: 340 s for 12.8k texts through ONNX Runtime)
     "text_embed": 4.0,  # all-MiniLM-L6-v2 over every train and test row, once, shared by the frozen heads (rotten 50 s)
     "image_embed": 30.0,  # EfficientNet-Lite0 at 224 px over every train and test image, once (~35 images/s)
     "pixels_svm": 1.4,  # an RBF SVM on 28 px grey levels, per (1,000 rows) squared: mnist's 4k images 22 s
@@ -215,6 +219,13 @@ def text_members(comp: Competition, gpu: bool, has_tab: bool) -> list[Member]:
             features,
         ),
     ]
+    if Path(MPNET).is_dir():  # `make mpnet` has joined the stronger encoder: its frozen heads, once the plan is in
+        shared = ("all-mpnet-base-v2 embeddings", embed * COST["mpnet_embed"] / COST["text_embed"])
+        what = f"frozen all-mpnet-base-v2 embeddings{joined}"
+        big = ["model=text_mpnet", f"model.finetune={Finetune.FROZEN}"]
+        members += [replace(m, tier=1) for m in frozen_heads(big, comp.task, what, head, shared)]
+    else:
+        log.info("zoo: `make mpnet` adds heads on frozen all-mpnet-base-v2 embeddings (rotten: +0.03 test AUC)")
     if comp.task not in REGRESSIONS:  # NB-LR first: stronger alone (rotten test AUC 0.881 vs 0.872), as cheap
         why = "TF-IDF scaled by Naive Bayes log-count ratios, logistic regression (NBSVM): the text view"
         members.insert(0, Member(["model=text_nb", "seed=0", *only_text], why, k * COST["tfidf"]))
