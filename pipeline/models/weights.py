@@ -9,6 +9,8 @@
 
 import importlib.util
 import io
+import shutil
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -104,7 +106,13 @@ def join_split_zip(parts_dir: Path, dest: Path) -> list[Path]:
         with zipfile.ZipFile(data) as z:
             if (bad := z.testzip()) is not None:
                 raise UserError(f"{parts[0].stem}: {bad} is damaged (CRC); download its parts again")
-            z.extractall(dest)
-            return sorted({Path(dest) / Path(n).parts[0] for n in z.namelist()})
+            Path(dest).mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=dest, prefix=".join-") as tmp:  # a killed join leaves no half folder
+                z.extractall(tmp)
+                names = sorted({Path(n).parts[0] for n in z.namelist()})
+                for name in names:
+                    shutil.rmtree(Path(dest) / name, ignore_errors=True)
+                    (Path(tmp) / name).rename(Path(dest) / name)
+            return [Path(dest) / name for name in names]
     except zipfile.BadZipFile as e:
         raise UserError(f"{parts[0].stem} from {len(parts)} parts is not a zip archive ({e}): a part is missing") from e
