@@ -156,16 +156,18 @@ def subset_of(allowed) -> Check:
     return check
 
 
-def widths(v: Any) -> str | None:
-    if isinstance(v, list) and v and all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in v):
-        return None
-    return "a non-empty list of layer widths >= 1, e.g. [256] or [512,256]"
+def integers(lo: int, expected: str, empty: bool = False) -> Check:
+    """A list of integers >= lo (`empty`: possibly none); `expected` says what, in the error."""
+
+    def check(v: Any) -> str | None:
+        ok = isinstance(v, list) and (empty or v) and all(type(w) is int and w >= lo for w in v)
+        return None if ok else expected
+
+    return check
 
 
-def sizes(v: Any) -> str | None:
-    if isinstance(v, list) and all(isinstance(w, int) and not isinstance(w, bool) and w >= 8 for w in v):
-        return None
-    return "a list of image sizes >= 8 px, one per early epoch, e.g. [48,64] or []"
+widths = integers(1, "a non-empty list of layer widths >= 1, e.g. [256] or [512,256]")
+sizes = integers(8, "a list of image sizes >= 8 px, one per early epoch, e.g. [48,64] or []", empty=True)
 
 
 def fraction(v: Any) -> str | None:
