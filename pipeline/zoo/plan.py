@@ -300,8 +300,10 @@ def image_members(comp: Competition, gpu: bool, has_tab: bool, backbone: str, bu
     frozen = ["model=image", f"model.finetune={Finetune.FROZEN}", f"model.backbone.input_size={size}"]
     embed = images * COST["image_embed"] * (size / 224) ** 2 / speed
     px, sizes, scale = IMAGE_FINETUNE[gpu]
-    tune = ["model=image", f"model.finetune={Finetune.FULL}", f"model.backbone.input_size={px}"]
-    tune += [f"model.train_sizes=[{','.join(map(str, sizes))}]"] if sizes else []
+    at_px = [f"model.backbone.input_size={px}"] + (
+        [f"model.train_sizes=[{','.join(map(str, sizes))}]"] if sizes else []
+    )
+    tune = ["model=image", f"model.finetune={Finetune.FULL}"]
     tune += ["model.tta=true"] if hflip else ["model.augment.hflip=false"]  # a mirrored digit is another symbol
     tune += ["trainer.max_epochs=3", "optimizer.lr=3e-3", "trainer.batch_size=32"]  # conf/experiment/mnist_finetune
     tune += ["trainer.ema=true"]  # EMA of the weights: mnist CV +0.011 +- 0.003 at 48 px, +0.004 +- 0.003 progressive
@@ -319,15 +321,14 @@ def image_members(comp: Competition, gpu: bool, has_tab: bool, backbone: str, bu
         pix += ["model.backbone.input_size=28"]
         members.append(Member([*pix, "seed=0", *only_pixels], why, pixels))
     at = f"{px} px" + (f" (the first epochs at {', '.join(map(str, sizes))})" if sizes else "")
-    first = Member([*tune, "seed=0"], f"finetuned end to end at {at}, backbone at 1/10 LR", cost)
+    first = Member([*tune, *at_px, "seed=0"], f"finetuned end to end at {at}, backbone at 1/10 LR", cost)
     if has_tab:  # late fusion: the pooled image features and the tabular features into one MLP head
-        fusion = [o for o in tune if o != "data.feature_cols=[]"] + table_view(comp)
+        fusion = [o for o in tune if o != "data.feature_cols=[]"] + at_px + table_view(comp)
         first = Member([*fusion, "seed=0"], f"finetuned at {at} jointly with an MLP over the table (fusion)", cost)
-    second = Member([*tune, "seed=1"], "a second finetune seed: finetunes differ more than heads", cost, 1)
+    second = Member([*tune, *at_px, "seed=1"], "a second finetune seed: finetunes differ more than heads", cost, 1)
     if sizes:  # a CPU: the second finetune at the first size throughout, 1/1.6 the cost; other pixels, other errors
-        small = [o for o in tune if not o.startswith(("model.backbone.input_size=", "model.train_sizes="))]
         why = f"a second finetune, at {sizes[0]} px throughout: cheaper, and another resolution errs elsewhere"
-        second = Member([*small, f"model.backbone.input_size={sizes[0]}", "seed=1"], why, cost / scale, 1)
+        second = Member([*tune, f"model.backbone.input_size={sizes[0]}", "seed=1"], why, cost / scale, 1)
     return members + [
         first,
         second,
@@ -338,7 +339,7 @@ def image_members(comp: Competition, gpu: bool, has_tab: bool, backbone: str, bu
             1,
             features,
         ),
-        Member([*tune, "seed=2"], "a third finetune seed", cost, 2),
+        Member([*tune, *at_px, "seed=2"], "a third finetune seed", cost, 2),
     ]
 
 
